@@ -15,9 +15,9 @@ from __future__ import annotations
 import difflib
 import os
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -29,6 +28,10 @@ __all__ = [
     "figure_to_png",
     "to_numpy_image",
     "setup_notebook",
+    "kernel_tiles",
+    "kernel_mosaic",
+    "colorize",
+    "array_to_png",
 ]
 
 HEATMAP_CMAP = "jet"  # the CAM literature's colour map: students compare with the papers
@@ -181,3 +184,79 @@ def setup_notebook(seed: int = 0, jpeg_quality: int = 88) -> None:
     except ImportError:  # not inside IPython: nothing to configure
         return
     set_matplotlib_formats("jpeg", pil_kwargs={"quality": jpeg_quality})
+
+
+def colorize(values, cmap: str = ACTIVATION_CMAP, vmin: float | None = None,
+             vmax: float | None = None) -> np.ndarray:
+    """A 2-D array ``(H, W)`` -> ``uint8 (H, W, 3)`` through a colour map (min-max by default)."""
+    values = np.asarray(values, dtype=np.float32)
+    lo = float(values.min()) if vmin is None else vmin
+    hi = float(values.max()) if vmax is None else vmax
+    scaled = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    rgba = matplotlib.colormaps[cmap](np.clip(scaled, 0, 1), bytes=True)
+    return rgba[..., :3]
+
+
+def array_to_png(rgb: np.ndarray, size: int | None = None) -> bytes:
+    """``uint8 (H, W, 3)`` -> PNG bytes, upscaled with nearest neighbours so that the longer side
+    is ``size`` pixels (each activation stays a visible square)."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    if size:
+        factor = size / max(image.size)
+        image = image.resize((max(1, round(image.width * factor)),
+                              max(1, round(image.height * factor))), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def kernel_mosaic(weight: torch.Tensor, columns: int = 8, gap: int = 1) -> np.ndarray:
+    """Kernels ``(C_out, C_in, k, k)`` -> one ``uint8`` mosaic image.
+
+    Three input channels: each output channel is an RGB tile. Otherwise: the kernels of output
+    channel 0.. per input channel, in a grid. Scaling is symmetric around zero, shared by all
+    tiles, so grey (or white) is 0 and equal colours mean equal weights.
+    """
+    weight = weight.detach().float().cpu()
+    limit = float(weight.abs().max()) or 1.0
+    if weight.shape[1] == 3:
+        tiles = ((weight / (2 * limit) + 0.5).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1)
+        tiles = tiles.numpy()
+    else:
+        tiles = np.stack([colorize(k, SIGNED_CMAP, -limit, limit) for k in weight.reshape(
+            -1, *weight.shape[-2:]).numpy()])
+    n, k_h, k_w = tiles.shape[:3]
+    rows = math.ceil(n / columns)
+    mosaic = np.full((rows * (k_h + gap) - gap, columns * (k_w + gap) - gap, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        top, left = (i // columns) * (k_h + gap), (i % columns) * (k_w + gap)
+        mosaic[top: top + k_h, left: left + k_w] = tile
+    return mosaic
+
+
+def kernel_tiles(weight: torch.Tensor, title: str = "", columns: int = 8,
+                 panel: float = 0.9) -> Figure:
+    """Show conv kernels ``(C_out, C_in, k, k)``: RGB tiles for a first layer (C_in = 3),
+    else every kernel as a signed map. One symmetric scale for all tiles, with its colour bar."""
+    weight = weight.detach().float().cpu()
+    limit = float(weight.abs().max()) or 1.0
+    rgb = weight.shape[1] == 3
+    kernels = weight if rgb else weight.reshape(-1, 1, *weight.shape[-2:])
+    fig, axes = _grid(len(kernels), min(columns, len(kernels)), panel)
+    shown = None
+    for i, (ax, kernel) in enumerate(zip(axes.flat, kernels)):
+        if rgb:
+            ax.imshow((kernel.permute(1, 2, 0) / (2 * limit) + 0.5).clamp(0, 1).numpy(),
+                      interpolation="nearest")
+        else:
+            shown = ax.imshow(kernel[0].numpy(), cmap=SIGNED_CMAP, vmin=-limit, vmax=limit,
+                              interpolation="nearest")
+        ax.set_title(str(i), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    if shown is not None:
+        fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label="weight")
+    return fig

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 CONDA_TO_PIP = {"pytorch-cpu": "torch"}
 

@@ -1,0 +1,160 @@
+"""Drive a real JupyterLab in headless Chromium: open each lesson with an explorer, run all cells,
+move a slider with the keyboard, and check that the picture changed and no cell shows an error.
+
+Needs Debian's chromium (/usr/bin/chromium) and the playwright package. Without them the test
+skips, unless CNNVIS_REQUIRE_BROWSER=1 (set by .ci/run), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = os.environ.get("CNNVIS_CHROMIUM", "/usr/bin/chromium")
+REQUIRED = os.environ.get("CNNVIS_REQUIRE_BROWSER") == "1"
+
+# lesson -> the label of the slider the test moves
+EXPLORERS = {
+    "01_feature_maps.ipynb": "channel",
+    "02_filters.ipynb": "filter",
+}
+
+pytestmark = pytest.mark.browser
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    reason = _missing()
+    if reason:
+        if REQUIRED:
+            pytest.fail(f"browser test required (CNNVIS_REQUIRE_BROWSER=1) but {reason}")
+        pytest.skip(reason)
+    workdir = tmp_path_factory.mktemp("lab")
+    for name in EXPLORERS:
+        shutil.copy(ROOT / "notebooks" / name, workdir / name)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "cnnvis-test-token"
+    settings = workdir / "settings"
+    # Render every cell (JupyterLab 4 windowing detaches off-screen cells) and skip news pop-ups.
+    _write_setting(settings, "notebook-extension", "tracker", '{"windowingMode": "none"}')
+    _write_setting(settings, "apputils-extension", "notification", '{"fetchNews": "false"}')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={workdir}",
+         "--allow-root", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=subprocess.DEVNULL, stderr=open(workdir / "lab.log", "w"),
+        env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings)},
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline and process.poll() is None:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.terminate()
+        pytest.fail("jupyter lab did not start: " + (workdir / "lab.log").read_text()[-2000:])
+    yield base, token
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        yield chromium
+        chromium.close()
+
+
+def _write_setting(folder: Path, extension: str, plugin: str, json_text: str) -> None:
+    path = folder / "@jupyterlab" / extension / f"{plugin}.jupyterlab-settings"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json_text)
+
+
+def _run_all(page) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+def _pictures(page, explorer) -> list[bytes]:
+    return [img.screenshot() for img in explorer.locator(".widget-image").all()]
+
+
+@pytest.mark.parametrize("notebook", sorted(EXPLORERS))
+def test_explorer_runs_and_slider_changes_picture(lab, browser, notebook):
+    base, token = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(90_000)
+    workspace = notebook.split(".")[0]  # a workspace of its own: no tab restored from another test
+    page.goto(f"{base}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={token}")
+    page.locator(".jp-Notebook").first.wait_for()
+    page.get_by_text(re.compile(r"\| Idle$")).first.wait_for()  # status bar: kernel ready
+    page.locator(".jp-Notebook .jp-Cell").first.click()
+    try:
+        _run_all_and_move_slider(page, notebook)
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{notebook}.png"))
+        page.close()
+
+
+def _run_all_and_move_slider(page, notebook: str) -> None:
+    _run_all(page)
+    label = EXPLORERS[notebook]
+    slider = page.locator(".widget-slider", has=page.locator(
+        ".widget-label", has_text=re.compile(f"^{label}$"))).first
+    slider.wait_for(state="attached")
+    # Wait until every cell has run (no "[*]" prompt left).
+    page.wait_for_function(
+        "() => ![...document.querySelectorAll('.jp-InputPrompt')]"
+        ".some(p => p.textContent.includes('*'))", timeout=180_000)
+    explorer = page.locator(".widget-vbox", has=slider).last
+    slider.scroll_into_view_if_needed()
+    before = _pictures(page, explorer)
+    handle = slider.locator(".noUi-handle").first
+    handle.focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    readout = slider.locator(".widget-readout").first
+    page.wait_for_function("(el) => el.textContent.trim() === '3'", arg=readout.element_handle())
+    page.wait_for_timeout(1000)
+    after = _pictures(page, explorer)
+    ARTIFACTS.mkdir(exist_ok=True)
+    explorer.screenshot(path=str(ARTIFACTS / f"{notebook}.explorer.png"))
+    assert before and len(before) == len(after)
+    assert before != after, "moving the slider did not change the picture"
+    text = page.locator(".jp-Notebook").inner_text()
+    assert "Traceback" not in text and "could not draw" not in text
