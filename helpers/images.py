@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageLoadError", "load_image", "sample_names", "sample_path", "DATA_DIR", "MAX_PIXELS"]
+__all__ = ["ImageLoadError", "load_image", "collage", "sample_names", "sample_path", "DATA_DIR", "MAX_PIXELS"]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "images"
 
@@ -79,6 +79,22 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
         f"cannot load an image from a {type(source).__name__}; give a sample name "
         f"({', '.join(sample_names())}), a path, a URL, a numpy array or a PIL image"
     )
+
+
+def collage(*sources: ImageSource, size: int = 256) -> Image.Image:
+    """Put images side by side as vertical strips of one ``size`` x ``size`` RGB image.
+
+    Each image is centre-cropped to the strip's aspect ratio, then resized (bicubic): no
+    distortion. A cat|espresso collage asks "where is the cat?" with a known answer.
+    """
+    if not sources:
+        raise ValueError("collage() needs at least one image")
+    strip = size // len(sources)
+    canvas = Image.new("RGB", (strip * len(sources), size), "white")
+    for i, source in enumerate(sources):
+        image = load_image(source)
+        canvas.paste(ImageOps.fit(image, (strip, size), Image.BICUBIC), (i * strip, 0))
+    return canvas
 
 
 def _open_file(path: Path, max_pixels: int) -> Image.Image:

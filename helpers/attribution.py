@@ -1,0 +1,258 @@
+"""Gradient attributions: which input pixels change a class score.
+
+One calling convention for every method (captum's): ``method(model, x, target=None, ...)`` with
+``model`` an ``nn.Module`` or a ``LessonModel``, ``x`` a batch ``(N, 3, H, W)``, ``target`` an
+int, a class name, a sequence of N of those, or None for each image's top class. Each returns a
+tensor batch on ``x``'s device. Gradients flow to the input only (``torch.autograd.grad``), never
+into parameter ``.grad``; the model is in eval mode during the call and leaves it exactly as it
+came, also when the call raises.
+
+The ReLU backward rules (Springenberg et al. 2015, table 1), for a ReLU-like unit with forward
+input ``z`` and incoming gradient ``g``:
+
+=============  ====================================  =========================
+method         backward                              depends on
+=============  ====================================  =========================
+saliency       ``g * [0 < z < top]``                 forward input
+deconvnet      ``clamp(g, 0, top)``                  gradient only
+guided         ``relu(g) * [0 < z < top]``           both
+=============  ====================================  =========================
+
+``top`` is infinity for ReLU and 6 for ReLU6. The rules are applied by a ``TorchFunctionMode``
+that intercepts every ReLU/ReLU6 *call* during the forward pass, whether it comes from a module
+(``nn.ReLU``, ``nn.ReLU6``, timm's ``BatchNormAct2d``, in place or not) or a function in a
+``forward`` (``F.relu``, ``torch.relu_``): no module is swapped, so nothing needs restoring.
+Activations without a defined rule (SiLU, GELU, LeakyReLU, ...) raise
+:class:`UnsupportedActivationError`, never a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Callable, Union
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from tqdm.auto import tqdm
+
+from .hooks import _unwrap, evaluating
+
+__all__ = [
+    "UnsupportedActivationError",
+    "saliency",
+    "smooth_grad",
+    "gradient_x_input",
+    "deconvnet",
+    "guided_backprop",
+    "resolve_targets",
+    "as_color",
+    "as_grey",
+    "split_signs",
+]
+
+Target = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor]
+
+
+class UnsupportedActivationError(TypeError):
+    """A backward rule is defined for ReLU and ReLU6 only; the message names the activation."""
+
+
+def resolve_targets(model, logits: torch.Tensor, target: Target) -> torch.Tensor:
+    """Targets -> class indices ``(N,)`` (long, on the logits' device). ``None``: each image's
+    top class; a name such as ``"tabby"`` needs a ``LessonModel``."""
+    n = logits.shape[0]
+    if target is None:
+        return logits.argmax(dim=1)
+    if isinstance(target, torch.Tensor):
+        indices = target.reshape(-1).tolist()
+    elif isinstance(target, (int, str)):
+        indices = [target] * n
+    else:
+        indices = list(target)
+    if len(indices) != n:
+        raise ValueError(f"got {len(indices)} targets for a batch of {n} images")
+    if any(isinstance(t, str) for t in indices):
+        if not hasattr(model, "class_index"):
+            raise ValueError("class names need a LessonModel (from load_model); "
+                             "give class indices with a plain nn.Module")
+        indices = [model.class_index(t) for t in indices]
+    for t in indices:
+        if not 0 <= int(t) < logits.shape[1]:
+            raise ValueError(f"class index {t} is outside [0, {logits.shape[1]})")
+    return torch.as_tensor([int(t) for t in indices], device=logits.device)
+
+
+def _input_gradient(model, x: torch.Tensor, target: Target, rule: str | None = None
+                    ) -> torch.Tensor:
+    """d(score of each image's target class)/d(input), with an optional ReLU backward rule."""
+    net = _unwrap(model)
+    with evaluating(net), torch.enable_grad():
+        x_leaf = x.detach().requires_grad_(True)
+        x_in = x_leaf.clone()  # a model may modify its input in place; a leaf cannot be
+        if rule is None:
+            logits = net(x_in)
+        else:
+            with _ReluRuleMode(rule):
+                logits = net(x_in)
+        index = resolve_targets(model, logits, target)
+        score = logits.gather(1, index[:, None]).sum()  # images are independent in eval mode
+        (grad,) = torch.autograd.grad(score, x_leaf)
+    return grad
+
+
+def saliency(model, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+    """Vanilla gradient (Simonyan et al. 2014): ``d y_c / d x`` of the class *logit* y_c.
+
+    ``x``: ``(N, 3, H, W)`` -> ``(N, 3, H, W)``, signed. The logit, not the softmax
+    probability: the probability's gradient also pushes the other classes down, so it mixes
+    "more of c" with "less of everything else".
+    """
+    return _input_gradient(model, x, target)
+
+
+def gradient_x_input(model, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+    """Gradient times input (Shrikumar et al. 2016): ``x * d y_c / d x``, ``(N, 3, H, W)``."""
+    return saliency(model, x, target) * x
+
+
+def deconvnet(model, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+    """DeconvNet (Zeiler & Fergus 2014): through each ReLU, pass ``clamp(g, 0, top)``
+    regardless of the forward pass. ``(N, 3, H, W)`` -> ``(N, 3, H, W)``."""
+    return _input_gradient(model, x, target, rule="deconvnet")
+
+
+def guided_backprop(model, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+    """Guided backpropagation (Springenberg et al. 2015): through each ReLU, pass the gradient
+    only where the forward input was active *and* the gradient is positive.
+    ``(N, 3, H, W)`` -> ``(N, 3, H, W)``."""
+    return _input_gradient(model, x, target, rule="guided")
+
+
+def smooth_grad(model, x: torch.Tensor, target: Target = None, n: int = 25,
+                noise: float = 0.15, method: Callable = saliency, batch_size: int = 16,
+                seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """SmoothGrad (Smilkov et al. 2017): the mean of ``method`` over ``n`` noisy copies.
+
+    ``noise`` is the standard deviation sigma as a fraction of each image's value range
+    (``max - min``), the paper's 10-20 %. The target is fixed on the clean image (noise must not
+    change which class is explained). Noisy copies run ``batch_size`` at a time, with a progress
+    bar; ``seed`` makes the noise repeatable without touching torch's global generator.
+    ``(N, 3, H, W)`` -> ``(N, 3, H, W)``.
+    """
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    net = _unwrap(model)
+    with torch.no_grad(), evaluating(net):
+        classes = resolve_targets(model, net(x), target)
+    span = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
+    sigma = noise * span
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    total = torch.zeros_like(x)
+    jobs = [(i, s) for i in range(x.shape[0]) for s in range(0, n, batch_size)]
+    for i, start in tqdm(jobs, desc="SmoothGrad", disable=not progress or len(jobs) < 2,
+                         leave=False):
+        count = min(batch_size, n - start)
+        noisy = x[i:i + 1] + sigma[i] * torch.randn(
+            (count, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+        grads = method(model, noisy, [int(classes[i])] * count)
+        total[i] += grads.sum(dim=0)
+    return total / n
+
+
+# ----- the ReLU backward rules ---------------------------------------------------------------
+
+class _RuleReLU(torch.autograd.Function):
+    """``clamp(z, 0, top)`` forward; the backward of ``rule``."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, top: float | None, rule: str) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        ctx.top, ctx.rule = top, rule
+        return z.clamp(min=0) if top is None else z.clamp(0, top)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (z,) = ctx.saved_tensors
+        if ctx.rule == "deconvnet":
+            return (g.clamp(min=0) if ctx.top is None else g.clamp(0, ctx.top)), None, None
+        active = z > 0 if ctx.top is None else (z > 0) & (z < ctx.top)
+        return g.clamp(min=0) * active, None, None
+
+
+_RELU = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+_HARDTANH = {F.hardtanh, F.hardtanh_, F.relu6}
+_UNSUPPORTED = {
+    F.silu: "SiLU (swish)", F.gelu: "GELU", F.leaky_relu: "LeakyReLU", F.leaky_relu_: "LeakyReLU",
+    F.elu: "ELU", F.elu_: "ELU", F.selu: "SELU", F.celu: "CELU", F.hardswish: "Hardswish",
+    F.mish: "Mish", F.softplus: "Softplus", F.prelu: "PReLU", F.rrelu: "RReLU",
+    F.hardsigmoid: "Hardsigmoid", torch.sigmoid: "Sigmoid", torch.Tensor.sigmoid: "Sigmoid",
+    F.sigmoid: "Sigmoid", torch.tanh: "Tanh", torch.Tensor.tanh: "Tanh", F.tanh: "Tanh",
+}
+
+
+class _ReluRuleMode(TorchFunctionMode):
+    """While active, every ReLU/ReLU6 call runs ``_RuleReLU`` with ``rule``; an activation
+    without a rule raises."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__()
+        self.rule = rule
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RELU:
+            return _RuleReLU.apply(args[0], None, self.rule)
+        if func in _HARDTANH:
+            low, top = (0.0, 6.0) if func is F.relu6 else _hardtanh_bounds(args, kwargs)
+            if low != 0.0:
+                raise UnsupportedActivationError(
+                    f"Hardtanh({low}, {top}) has no {self.rule} rule; only ReLU-like "
+                    "clamps at 0 (ReLU, ReLU6) do")
+            return _RuleReLU.apply(args[0], top, self.rule)
+        if func in _UNSUPPORTED:
+            raise UnsupportedActivationError(
+                f"{_UNSUPPORTED[func]} activation found: the {self.rule} backward rule is "
+                "defined for ReLU and ReLU6 only, and applying it elsewhere would give a silently "
+                "wrong map. Use saliency / smooth_grad / grad_cam for this model.")
+        return func(*args, **kwargs)
+
+
+def _hardtanh_bounds(args, kwargs) -> tuple[float, float]:
+    low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+    top = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+    return float(low), float(top)
+
+
+# ----- turning a gradient into a picture -------------------------------------------------------
+
+def _minmax(t: torch.Tensor, dims: tuple[int, ...], eps: float = 1e-12) -> torch.Tensor:
+    low = t.amin(dim=dims, keepdim=True)
+    high = t.amax(dim=dims, keepdim=True)
+    return (t - low) / (high - low).clamp_min(eps)
+
+
+def as_color(grad: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, H, W)`` -> ``(N, H, W, 3)`` in [0, 1]: each image min-max scaled over all its
+    values (the seeds' "colour" picture; grey 0.5-ish where the gradient is zero)."""
+    return _minmax(grad, (1, 2, 3)).permute(0, 2, 3, 1)
+
+
+def as_grey(grad: torch.Tensor, reduce: str = "max") -> torch.Tensor:
+    """``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1]: |grad| reduced over colour channels by
+    ``"max"`` (Simonyan et al.) or ``"sum"`` (the seeds' variant), then min-max per image."""
+    if reduce not in ("max", "sum"):
+        raise ValueError("reduce must be 'max' or 'sum'")
+    magnitude = grad.abs().amax(dim=1) if reduce == "max" else grad.abs().sum(dim=1)
+    return _minmax(magnitude, (1, 2))
+
+
+def split_signs(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, 3, H, W)`` -> ``(positive, negative)``, each ``(N, H, W, 3)`` in [0, 1]: the parts
+    of the gradient that raise / lower the score, each divided by its own per-image maximum."""
+    pos, neg = grad.clamp(min=0), (-grad).clamp(min=0)
+
+    def scale(t):
+        return (t / t.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)).permute(0, 2, 3, 1)
+
+    return scale(pos), scale(neg)

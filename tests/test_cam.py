@@ -1,0 +1,142 @@
+"""CAM family: equal to grad-cam, torchcam and captum; Score-CAM agrees with torchcam; maps land
+on the right object of a collage; frozen / no_grad / batched / flat inputs all work."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from captum.attr import LayerAttribution, LayerGradCam
+from conftest import assert_unchanged, snapshot
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from scipy.stats import spearmanr
+from torch import nn
+from torchcam.methods import GradCAM as TorchcamGradCAM
+from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+
+import helpers
+from helpers.cam import cam, grad_cam, guided_grad_cam, score_cam
+from helpers.images import collage
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    maps = maps - maps.amin(dim=(-2, -1), keepdim=True)
+    return maps / (maps.amax(dim=(-2, -1), keepdim=True) + 1e-7)
+
+
+def upsampled(maps: torch.Tensor, size) -> torch.Tensor:
+    return minmax(F.interpolate(maps[:, None], size=size, mode="bilinear",
+                                align_corners=False)[:, 0])
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    torch.manual_seed(0)
+    return torchvision.models.resnet50(weights=None).eval()
+
+
+CASES = [("efficientnet_lite0", "bn2"), ("efficientnet_lite0", "blocks.4"),
+         ("resnet50", "layer4"), ("resnet50", "layer3")]
+
+
+@pytest.mark.parametrize("name,layer", CASES)
+def test_grad_cam_equals_three_peer_libraries(name, layer, lite0, cat_coffee, resnet50):
+    net = lite0.model if name == "efficientnet_lite0" else resnet50
+    x = cat_coffee
+    targets = [281, 967]
+    ours = grad_cam(net, x, targets, layer)
+    assert ours.shape == (2, 224, 224) and ours.min() >= 0 and ours.max() <= 1
+    # The peers need parameters that require grad (grad-cam and torchcam fail on frozen ones).
+    peer_net = copy.deepcopy(net).requires_grad_(True)
+    module = helpers.get_layer(peer_net, layer)[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with GradCAM(model=peer_net, target_layers=[module]) as gradcam:
+            expected = torch.as_tensor(gradcam(
+                input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets]))
+        torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
+        with TorchcamGradCAM(peer_net, layer) as extractor:
+            low = extractor(targets, peer_net(x))[0]
+        torch.testing.assert_close(ours, upsampled(low, (224, 224)), atol=1e-4, rtol=0)
+        low = LayerGradCam(peer_net, module).attribute(x, target=targets,
+                                                       relu_attributions=True)
+        captum = minmax(LayerAttribution.interpolate(low, (224, 224), "bilinear")[:, 0])
+        torch.testing.assert_close(ours, captum, atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def score_maps(lite0, cat_coffee):
+    x = cat_coffee[:1]
+    return x, score_cam(lite0, x, 281, progress=False)
+
+
+def test_score_cam_agrees_with_torchcam(lite0, score_maps):
+    x, ours = score_maps
+    with TorchcamScoreCAM(lite0.model, "bn2", batch_size=32) as extractor:
+        with torch.no_grad():
+            low = extractor(281, lite0.model(x))[0]
+    expected = upsampled(low, (224, 224))
+    pearson = torch.corrcoef(torch.stack([ours.flatten(), expected.flatten()]))[0, 1]
+    assert pearson >= 0.99
+
+
+def test_score_cam_fast_mode_ranks_pixels_like_full_mode(lite0, score_maps):
+    x, full = score_maps
+    fast = score_cam(lite0, x, 281, top_k=128, progress=False)
+    assert spearmanr(fast.flatten().numpy(), full.flatten().numpy()).statistic >= 0.95
+
+
+def test_collage_maps_land_on_the_right_half(lite0):
+    x = lite0.preprocess(collage("cat", "coffee"))
+    maps = grad_cam(lite0, torch.cat([x, x]), ["tabby", "espresso"])
+    half = maps.shape[-1] // 2
+    assert maps[0, :, :half].sum() / maps[0].sum() >= 0.8
+    assert maps[1, :, half:].sum() / maps[1].sum() >= 0.8
+    fast = score_cam(lite0, x, "tabby", top_k=64, progress=False)[0]
+    assert fast[:, :half].sum() / fast.sum() >= 0.7
+
+
+def test_frozen_no_grad_batch_of_four_with_four_targets(lite0, cat_coffee):
+    x = torch.cat([cat_coffee, cat_coffee.flip(-1)])
+    targets = [281, 967, 285, 504]
+    assert not any(p.requires_grad for p in lite0.model.parameters())
+    before = snapshot(lite0.model)
+    with torch.no_grad():
+        batch = grad_cam(lite0, x, targets)
+    one_by_one = torch.cat([grad_cam(lite0, x[i:i + 1], t) for i, t in enumerate(targets)])
+    torch.testing.assert_close(batch, one_by_one, atol=1e-5, rtol=0)
+    assert_unchanged(before, lite0.model)
+
+
+def test_cam_equals_grad_cam_on_a_gap_net(lite0, cat_coffee):
+    # For a global-average-pooled net at its last layer the two weights are proportional.
+    torch.testing.assert_close(cam(lite0, cat_coffee, [281, 967]),
+                               grad_cam(lite0, cat_coffee, [281, 967]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="grad_cam"):
+        cam(torchvision.models.vgg16(weights=None), torch.zeros(1, 3, 64, 64), 0)
+
+
+def test_flat_activations_give_zero_maps_not_nan():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3)).eval()
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].bias.fill_(-1.0)  # every activation is 0 after the ReLU
+    x = torch.randn(2, 3, 16, 16)
+    for method in (grad_cam, cam):
+        maps = method(net, x, [0, 1], layer="1")
+        assert torch.isfinite(maps).all() and (maps == 0).all()
+    maps = score_cam(net, x, [0, 1], layer="1", progress=False)
+    assert torch.isfinite(maps).all() and (maps == 0).all()
+
+
+def test_guided_grad_cam_and_model_unchanged(lite0, cat_coffee):
+    before = snapshot(lite0.model)
+    out = guided_grad_cam(lite0, cat_coffee, [281, 967])
+    assert out.shape == cat_coffee.shape and torch.isfinite(out).all()
+    assert_unchanged(before, lite0.model)
