@@ -15,7 +15,10 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageLoadError", "load_image", "collage", "sample_names", "sample_path", "DATA_DIR", "MAX_PIXELS"]
+__all__ = [
+    "ImageLoadError", "load_image", "collage", "sample_names", "sample_path",
+    "DATA_DIR", "MAX_PIXELS",
+]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "images"
 
