@@ -238,21 +238,29 @@ def as_color(grad: torch.Tensor) -> torch.Tensor:
     return _minmax(grad, (1, 2, 3)).permute(0, 2, 3, 1)
 
 
-def as_grey(grad: torch.Tensor, reduce: str = "max") -> torch.Tensor:
+def as_grey(grad: torch.Tensor, reduce: str = "max", clip: float | None = 0.99) -> torch.Tensor:
     """``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1]: |grad| reduced over colour channels by
-    ``"max"`` (Simonyan et al.) or ``"sum"`` (the seeds' variant), then min-max per image."""
+    ``"max"`` (Simonyan et al.) or ``"sum"`` (the seeds' variant), capped at its ``clip``
+    quantile per image (Smilkov et al. cap at the 99th percentile, so that a few extreme pixels
+    do not set the scale; ``clip=None``: no cap), then min-max per image."""
     if reduce not in ("max", "sum"):
         raise ValueError("reduce must be 'max' or 'sum'")
     magnitude = grad.abs().amax(dim=1) if reduce == "max" else grad.abs().sum(dim=1)
+    if clip is not None:
+        cap = torch.quantile(magnitude.flatten(1).float(), clip, dim=1).view(-1, 1, 1)
+        magnitude = torch.minimum(magnitude, cap.to(magnitude.dtype))
     return _minmax(magnitude, (1, 2))
 
 
-def split_signs(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def split_signs(grad: torch.Tensor, clip: float | None = 0.99
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, 3, H, W)`` -> ``(positive, negative)``, each ``(N, H, W, 3)`` in [0, 1]: the parts
-    of the gradient that raise / lower the score, each divided by its own per-image maximum."""
-    pos, neg = grad.clamp(min=0), (-grad).clamp(min=0)
-
+    of the gradient that raise / lower the score, each capped at its ``clip`` quantile per image
+    (``None``: at its maximum) and divided by that cap."""
     def scale(t):
-        return (t / t.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)).permute(0, 2, 3, 1)
+        flat = t.flatten(1).float()
+        cap = flat.amax(dim=1) if clip is None else torch.quantile(flat, clip, dim=1)
+        cap = cap.to(t.dtype).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return torch.minimum(t / cap, torch.ones_like(t)).permute(0, 2, 3, 1)
 
-    return scale(pos), scale(neg)
+    return scale(grad.clamp(min=0)), scale((-grad).clamp(min=0))

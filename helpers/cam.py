@@ -30,7 +30,10 @@ from tqdm.auto import tqdm
 from .attribution import Target, guided_backprop, resolve_targets
 from .hooks import _unwrap, evaluating, layer_roles, split_forward
 
-__all__ = ["cam", "grad_cam", "score_cam", "guided_grad_cam", "cam_from_weights", "classifier"]
+__all__ = [
+    "cam", "grad_cam", "score_cam", "guided_grad_cam", "cam_from_weights", "grad_cam_weights",
+    "classifier",
+]
 
 EPS = 1e-7  # guards every division by a (max - min) that can be 0 on a flat map
 
@@ -67,10 +70,17 @@ def _run(model, x: torch.Tensor, target: Target, layer, weights_fn: WeightsFn,
     return cam_from_weights(activations.detach(), weights.detach(), size)
 
 
-def _gradient_weights(activations, logits, index, net, x) -> torch.Tensor:
-    score = logits.gather(1, index[:, None]).sum()  # one backward for N images, N targets
-    (grads,) = torch.autograd.grad(score, activations)
+def grad_cam_weights(activations: torch.Tensor, logits: torch.Tensor, index: torch.Tensor,
+                     retain_graph: bool = False) -> torch.Tensor:
+    """Grad-CAM's channel weights ``(N, K)``: the spatial mean of ``d y_c / d A``. One backward
+    for N images and N targets; ``retain_graph=True`` keeps the graph for another class."""
+    score = logits.gather(1, index[:, None]).sum()
+    (grads,) = torch.autograd.grad(score, activations, retain_graph=retain_graph)
     return grads.mean(dim=(2, 3))
+
+
+def _gradient_weights(activations, logits, index, net, x) -> torch.Tensor:
+    return grad_cam_weights(activations, logits, index)
 
 
 def grad_cam(model, x: torch.Tensor, target: Target = None, layer=None,

@@ -32,6 +32,7 @@ __all__ = [
     "kernel_mosaic",
     "colorize",
     "array_to_png",
+    "blend",
 ]
 
 HEATMAP_CMAP = "jet"  # the CAM literature's colour map: students compare with the papers
@@ -260,3 +261,11 @@ def kernel_tiles(weight: torch.Tensor, title: str = "", columns: int = 8,
     if shown is not None:
         fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label="weight")
     return fig
+
+
+def blend(image: np.ndarray, heatmap, alpha: float = 0.5, cmap: str = HEATMAP_CMAP) -> np.ndarray:
+    """``uint8 (H, W, 3)`` photo + heatmap ``(H, W)`` in [0, 1] -> ``uint8 (H, W, 3)``, the
+    same picture ``overlay`` draws, without matplotlib (fast enough for a slider)."""
+    heat = colorize(to_numpy_image(heatmap), cmap, 0.0, 1.0).astype(np.float32)
+    mixed = (1 - alpha) * np.asarray(image, dtype=np.float32) + alpha * heat
+    return mixed.round().clip(0, 255).astype(np.uint8)

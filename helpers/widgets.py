@@ -15,16 +15,19 @@ import ipywidgets as W
 import numpy as np
 import torch
 
-from .hooks import get_layer, layer_roles, record
+from .attribution import as_grey
+from .cam import cam_from_weights, grad_cam_weights
+from .hooks import evaluating, get_layer, layer_roles, record, split_forward
 from .models import LessonModel
 from .plotting import (
     ACTIVATION_CMAP,
     array_to_png,
+    blend,
     colorize,
     kernel_mosaic,
 )
 
-__all__ = ["FeatureMapExplorer", "FilterExplorer"]
+__all__ = ["FeatureMapExplorer", "FilterExplorer", "ClassExplorer"]
 
 PANEL = 256  # pixels per picture in the explorers
 
@@ -183,3 +186,84 @@ def _frame(mosaic: np.ndarray, tile: int, index: int, columns: int = 16) -> np.n
     framed[top: top + tile + 2, [left, left + tile + 1]] = 0
     framed[[top, top + tile + 2 - 1], left: left + tile + 2] = 0
     return framed
+
+
+class ClassExplorer(_Explorer):
+    """Pick an image and one of its top classes; see why the model would say that class.
+
+    ``method="grad_cam"`` (at ``layer``, default the last conv layer) or ``"saliency"``. One
+    forward pass per image is cached with its autograd graph; a class switch runs only a backward
+    pass (to the layer for Grad-CAM, to the input for saliency) and reuses the ``helpers`` core,
+    so each picture equals ``grad_cam(model, x, class)`` / ``as_grey(saliency(...))``.
+    """
+
+    def __init__(self, model: LessonModel, images: Sequence[str] | dict, method: str = "grad_cam",
+                 layer: str | None = None, top: int = 10) -> None:
+        if method not in ("grad_cam", "saliency"):
+            raise ValueError("method must be 'grad_cam' or 'saliency'")
+        self.model, self.method, self.top = model, method, top
+        self.layer = layer or layer_roles(model).last_conv
+        self.images = dict(images) if isinstance(images, dict) else {i: i for i in images}
+        self._forward: dict[str, tuple] = {}
+        names = list(self.images)
+        self.image_menu = W.Dropdown(options=names, value=names[0], description="image")
+        self.class_menu = W.Dropdown(description="class", layout=W.Layout(width="420px"))
+        self.picture = W.Image(format="png", width=PANEL, height=PANEL)
+        self.status = W.HTML()
+        self.image_menu.observe(self._image_changed, names="value")
+        self.class_menu.observe(self._show, names="value")
+        self.widget = W.VBox([W.HBox([self.image_menu, self.class_menu]), self.picture,
+                              self.status])
+        self._image_changed()
+
+    def forward(self, image: str) -> tuple:
+        """Cached ``(x, source, logits, photo)``: ``source`` is the layer's activation (Grad-CAM)
+        or the input leaf (saliency) that ``logits`` depends on, graph retained."""
+        if image not in self._forward:
+            x = self.model.preprocess(self.images[image])
+            with evaluating(self.model.model), torch.enable_grad():
+                if self.method == "grad_cam":
+                    source, logits = split_forward(self.model, x, self.layer)
+                else:
+                    source = x.detach().requires_grad_(True)
+                    logits = self.model.model(source.clone())
+            self._forward[image] = (x, source, logits, self.model.deprocess(x))
+        return self._forward[image]
+
+    def heatmap(self, image: str, target: int) -> torch.Tensor:
+        """The map ``(H, W)`` in [0, 1] for one image and class (one backward pass)."""
+        x, source, logits, _ = self.forward(image)
+        index = torch.tensor([target], device=logits.device)
+        if self.method == "grad_cam":
+            weights = grad_cam_weights(source, logits, index, retain_graph=True)
+            return cam_from_weights(source.detach(), weights, tuple(x.shape[-2:]))[0]
+        (grad,) = torch.autograd.grad(logits[0, target], source, retain_graph=True)
+        return as_grey(grad)[0]
+
+    def render(self) -> bytes:
+        _, _, _, photo = self.forward(self.image_menu.value)
+        heat = self.heatmap(self.image_menu.value, self.class_menu.value).cpu()
+        if self.method == "saliency":  # pixel-fine: a grey map reads better than an overlay
+            return array_to_png(colorize(heat.numpy(), "gray", 0.0, 1.0), size=PANEL)
+        return array_to_png(blend(photo, heat), size=PANEL)
+
+    def describe(self) -> str:
+        if self.method == "grad_cam":
+            return (f"Grad-CAM at {self.layer} for class {self.class_menu.label!r} "
+                    "(red = most evidence, blue = none)")
+        return (f"|gradient| (max over RGB) for class {self.class_menu.label!r} "
+                "(white = pixels that change the score most)")
+
+    def _image_changed(self, change=None) -> None:
+        _, _, logits, _ = self.forward(self.image_menu.value)
+        probs = logits.detach().softmax(dim=1)[0]
+        top = probs.topk(self.top)
+        options = [(f"{self.model.labels[i]} ({p:.0%})", i)
+                   for p, i in zip(top.values.tolist(), top.indices.tolist())]
+        self.class_menu.unobserve(self._show, names="value")
+        try:
+            self.class_menu.options = options  # selects the top class
+        finally:
+            self.class_menu.observe(self._show, names="value")
+        self._show()
+
