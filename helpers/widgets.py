@@ -207,14 +207,16 @@ class ClassExplorer(_Explorer):
         self._forward: dict[str, tuple] = {}
         names = list(self.images)
         self.image_menu = W.Dropdown(options=names, value=names[0], description="image")
-        self.class_menu = W.Dropdown(description="class", layout=W.Layout(width="420px"))
+        options = self._class_options(names[0])
+        self.class_menu = W.Dropdown(options=options, value=options[0][1], description="class",
+                                     layout=W.Layout(width="420px"))
         self.picture = W.Image(format="png", width=PANEL, height=PANEL)
         self.status = W.HTML()
         self.image_menu.observe(self._image_changed, names="value")
         self.class_menu.observe(self._show, names="value")
         self.widget = W.VBox([W.HBox([self.image_menu, self.class_menu]), self.picture,
                               self.status])
-        self._image_changed()
+        self._show()
 
     def forward(self, image: str) -> tuple:
         """Cached ``(x, source, logits, photo)``: ``source`` is the layer's activation (Grad-CAM)
@@ -254,15 +256,24 @@ class ClassExplorer(_Explorer):
         return (f"|gradient| (max over RGB) for class {self.class_menu.label!r} "
                 "(white = pixels that change the score most)")
 
+    def _class_options(self, image: str) -> list[tuple[str, int]]:
+        """The image's top classes as dropdown options ``(label (probability), index)``."""
+        _, _, logits, _ = self.forward(image)
+        top = logits.detach().softmax(dim=1)[0].topk(self.top)
+        return [(f"{self.model.labels[i]} ({p:.0%})", i)
+                for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+    def _show(self, change=None) -> None:
+        if self.class_menu.value is not None:  # None only while the options are replaced
+            super()._show()
+
     def _image_changed(self, change=None) -> None:
-        _, _, logits, _ = self.forward(self.image_menu.value)
-        probs = logits.detach().softmax(dim=1)[0]
-        top = probs.topk(self.top)
-        options = [(f"{self.model.labels[i]} ({p:.0%})", i)
-                   for p, i in zip(top.values.tolist(), top.indices.tolist())]
+        options = self._class_options(self.image_menu.value)
         self.class_menu.unobserve(self._show, names="value")
         try:
-            self.class_menu.options = options  # selects the top class
+            with self.class_menu.hold_sync():  # options and value reach the browser together
+                self.class_menu.options = options
+                self.class_menu.value = options[0][1]
         finally:
             self.class_menu.observe(self._show, names="value")
         self._show()

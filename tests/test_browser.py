@@ -24,10 +24,12 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = os.environ.get("CNNVIS_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("CNNVIS_REQUIRE_BROWSER") == "1"
 
-# lesson -> the label of the slider the test moves
+# lesson -> (kind of control, its label) that the test moves with the keyboard
 EXPLORERS = {
-    "01_feature_maps.ipynb": "channel",
-    "02_filters.ipynb": "filter",
+    "01_feature_maps.ipynb": ("slider", "channel"),
+    "02_filters.ipynb": ("slider", "filter"),
+    "03_saliency.ipynb": ("dropdown", "class"),
+    "05_grad_cam.ipynb": ("dropdown", "class"),
 }
 
 pytestmark = pytest.mark.browser
@@ -133,25 +135,33 @@ def test_explorer_runs_and_slider_changes_picture(lab, browser, notebook):
 
 def _run_all_and_move_slider(page, notebook: str) -> None:
     _run_all(page)
-    label = EXPLORERS[notebook]
-    slider = page.locator(".widget-slider", has=page.locator(
+    kind, label = EXPLORERS[notebook]
+    control = page.locator(f".widget-{kind}", has=page.locator(
         ".widget-label", has_text=re.compile(f"^{label}$"))).first
-    slider.wait_for(state="attached")
+    control.wait_for(state="attached")
     # Wait until every cell has run (no "[*]" prompt left).
     page.wait_for_function(
         "() => ![...document.querySelectorAll('.jp-InputPrompt')]"
         ".some(p => p.textContent.includes('*'))", timeout=180_000)
-    explorer = page.locator(".widget-vbox", has=slider).last
-    slider.scroll_into_view_if_needed()
+    explorer = page.locator(".widget-vbox", has=control).last
+    control.scroll_into_view_if_needed()
     before = _pictures(page, explorer)
-    handle = slider.locator(".noUi-handle").first
-    handle.focus()
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-    readout = slider.locator(".widget-readout").first
-    page.wait_for_function("(el) => el.textContent.trim() === '3'", arg=readout.element_handle())
-    page.wait_for_timeout(1000)
+    if kind == "slider":
+        control.locator(".noUi-handle").first.focus()
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        readout = control.locator(".widget-readout").first
+        page.wait_for_function("(el) => el.textContent.trim() === '3'",
+                               arg=readout.element_handle())
+    else:
+        select = control.locator("select").first
+        select.select_option(index=1)  # a user's pick: the browser fires the change event
+        page.wait_for_function("(el) => el.selectedIndex === 1", arg=select.element_handle())
+    deadline = time.time() + 30  # the kernel answers in milliseconds; allow a slow machine
     after = _pictures(page, explorer)
+    while after == before and time.time() < deadline:
+        page.wait_for_timeout(250)
+        after = _pictures(page, explorer)
     ARTIFACTS.mkdir(exist_ok=True)
     explorer.screenshot(path=str(ARTIFACTS / f"{notebook}.explorer.png"))
     assert before and len(before) == len(after)

@@ -1,0 +1,55 @@
+"""Explorers: pictures equal the helpers' methods, slider moves are cached, bad layers fail."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_unchanged, snapshot
+
+from helpers.attribution import as_grey, saliency
+from helpers.cam import grad_cam
+from helpers.images import collage
+from helpers.widgets import ClassExplorer, FeatureMapExplorer, FilterExplorer
+
+
+def test_feature_map_explorer_slices_the_cached_forward(lite0):
+    before = snapshot(lite0.model)
+    explorer = FeatureMapExplorer(lite0, ["cat", "coffee"])
+    explorer.layer_slider.value = "blocks.3"
+    explorer.channel_slider.value = 5
+    cached = explorer.activations("cat")
+    assert explorer.current.shape == (14, 14)
+    assert torch.equal(explorer.current, cached["blocks.3"][5])
+    picture = explorer.picture.value
+    explorer.channel_slider.value = 6
+    assert explorer.picture.value != picture and explorer.activations("cat") is cached
+    explorer.layer_slider.value = "bn1"  # 32 channels: the slider's range follows the layer
+    assert explorer.channel_slider.max == 31
+    assert_unchanged(before, lite0.model)
+
+
+def test_explorers_reject_unknown_layers_at_once(lite0):
+    with pytest.raises(ValueError, match="blocks.3"):
+        FeatureMapExplorer(lite0, ["cat"], layers=["block.3"])
+
+
+def test_filter_explorer_shows_the_selected_filter(lite0):
+    explorer = FilterExplorer(lite0)
+    explorer.layer_slider.value = "blocks.1.0.conv_pw"
+    explorer.channel_slider.value = 7
+    weight = lite0.model.blocks[1][0].conv_pw.weight
+    assert torch.equal(explorer.current, weight[7:8].detach())
+    assert bytes(explorer.picture.value).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "saliency"])
+def test_class_explorer_equals_the_reference_methods(lite0, method):
+    before = snapshot(lite0.model)
+    explorer = ClassExplorer(lite0, {"pair": collage("cat", "coffee")}, method=method)
+    x = lite0.preprocess(collage("cat", "coffee"))
+    for target in (281, 967):
+        explorer.class_menu.value = target
+        expected = grad_cam(lite0, x, target)[0] if method == "grad_cam" else \
+            as_grey(saliency(lite0, x, target))[0]
+        torch.testing.assert_close(explorer.heatmap("pair", target), expected, atol=1e-5, rtol=0)
+    assert_unchanged(before, lite0.model)
