@@ -162,22 +162,32 @@ def smooth_grad(model, x: torch.Tensor, target: Target = None, n: int = 25,
 
 # ----- the ReLU backward rules ---------------------------------------------------------------
 
-class _RuleReLU(torch.autograd.Function):
-    """``clamp(z, 0, top)`` forward; the backward of ``rule``."""
+class _DeconvReLU(torch.autograd.Function):
+    """``clamp(z, 0, top)`` forward; backward ``clamp(g, 0, top)``, whatever z was."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, top: float | None, rule: str) -> torch.Tensor:
-        ctx.save_for_backward(z)
-        ctx.top, ctx.rule = top, rule
+    def forward(ctx, z: torch.Tensor, top: float | None) -> torch.Tensor:
+        ctx.top = top
         return z.clamp(min=0) if top is None else z.clamp(0, top)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        (z,) = ctx.saved_tensors
-        if ctx.rule == "deconvnet":
-            return (g.clamp(min=0) if ctx.top is None else g.clamp(0, ctx.top)), None, None
-        active = z > 0 if ctx.top is None else (z > 0) & (z < ctx.top)
-        return g.clamp(min=0) * active, None, None
+        return (g.clamp(min=0) if ctx.top is None else g.clamp(0, ctx.top)), None
+
+
+def _positive(g: torch.Tensor) -> torch.Tensor:
+    return g.clamp(min=0)
+
+
+def _apply_rule(rule: str, func, args, kwargs, top: float | None) -> torch.Tensor:
+    if rule == "deconvnet":
+        return _DeconvReLU.apply(args[0], top)
+    # Guided: the activation runs natively (in place if it was), so its own backward applies the
+    # forward mask [0 < z < top]; a hook on its output first keeps only positive gradients.
+    out = func(*args, **kwargs)
+    if out.requires_grad:
+        out.register_hook(_positive)
+    return out
 
 
 _RELU = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
@@ -192,7 +202,7 @@ _UNSUPPORTED = {
 
 
 class _ReluRuleMode(TorchFunctionMode):
-    """While active, every ReLU/ReLU6 call runs ``_RuleReLU`` with ``rule``; an activation
+    """While active, every ReLU/ReLU6 call follows ``rule`` (``_apply_rule``); an activation
     without a rule raises."""
 
     def __init__(self, rule: str) -> None:
@@ -202,14 +212,14 @@ class _ReluRuleMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _RELU:
-            return _RuleReLU.apply(args[0], None, self.rule)
+            return _apply_rule(self.rule, func, args, kwargs, None)
         if func in _HARDTANH:
             low, top = (0.0, 6.0) if func is F.relu6 else _hardtanh_bounds(args, kwargs)
             if low != 0.0:
                 raise UnsupportedActivationError(
                     f"Hardtanh({low}, {top}) has no {self.rule} rule; only ReLU-like "
                     "clamps at 0 (ReLU, ReLU6) do")
-            return _RuleReLU.apply(args[0], top, self.rule)
+            return _apply_rule(self.rule, func, args, kwargs, top)
         if func in _UNSUPPORTED:
             raise UnsupportedActivationError(
                 f"{_UNSUPPORTED[func]} activation found: the {self.rule} backward rule is "

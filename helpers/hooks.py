@@ -105,8 +105,8 @@ class Recording(Mapping):
 
 
 @contextmanager
-def record(model: nn.Module, layers: Layer | Sequence[Layer], grads: bool = False
-           ) -> Iterator[Recording]:
+def record(model: nn.Module, layers: Layer | Sequence[Layer], grads: bool = False,
+           detach: bool = True) -> Iterator[Recording]:
     """Record the outputs (and with ``grads=True`` their gradients) of ``layers`` during the block.
 
     >>> with record(model, ["blocks.3", "conv_head"]) as rec:
@@ -114,7 +114,9 @@ def record(model: nn.Module, layers: Layer | Sequence[Layer], grads: bool = Fals
     >>> rec["blocks.3"].shape          # (N, C, H, W)
 
     Gradients come from ``tensor.register_hook`` on the recorded output (module backward hooks
-    break on in-place activations). A layer that runs several times keeps its last output.
+    break on in-place activations). ``detach=False`` keeps the recorded copies in the autograd
+    graph, to differentiate a function of them (an objective of gradient ascent). A layer that
+    runs several times keeps its last output.
     All hooks are removed on exit, also when the body raises.
     """
     model = _unwrap(model)
@@ -128,7 +130,7 @@ def record(model: nn.Module, layers: Layer | Sequence[Layer], grads: bool = Fals
         def hook(module, inputs, output):
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a tensor")
-            recording.outputs[name] = output.detach().clone()
+            recording.outputs[name] = output.detach().clone() if detach else output.clone()
             if grads and output.requires_grad:
                 def keep(grad, name=name):
                     recording.grads[name] = grad.detach()

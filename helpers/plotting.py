@@ -33,6 +33,8 @@ __all__ = [
     "colorize",
     "array_to_png",
     "blend",
+    "save_gif",
+    "animation_html",
 ]
 
 HEATMAP_CMAP = "jet"  # the CAM literature's colour map: students compare with the papers
@@ -269,3 +271,39 @@ def blend(image: np.ndarray, heatmap, alpha: float = 0.5, cmap: str = HEATMAP_CM
     heat = colorize(to_numpy_image(heatmap), cmap, 0.0, 1.0).astype(np.float32)
     mixed = (1 - alpha) * np.asarray(image, dtype=np.float32) + alpha * heat
     return mixed.round().clip(0, 255).astype(np.uint8)
+
+
+def save_gif(frames: Sequence[np.ndarray], path, seconds_per_frame: float = 0.1) -> None:
+    """Frames ``uint8 (H, W, 3)`` -> an animated GIF that loops (PIL, no extra dependency)."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.asarray(frame)) for frame in frames]
+    if not images:
+        raise ValueError("save_gif needs at least one frame")
+    images[0].save(path, save_all=True, append_images=images[1:], loop=0,
+                   duration=int(seconds_per_frame * 1000))
+
+
+def animation_html(frames: Sequence[np.ndarray], titles: Sequence[str] | None = None,
+                   seconds_per_frame: float = 0.15, size: float = 3.5) -> str:
+    """Frames -> an HTML/JavaScript player with play/pause and a frame slider (matplotlib's
+    ``FuncAnimation.to_jshtml``); works in JupyterLab, Colab and a static notebook viewer."""
+    from matplotlib.animation import FuncAnimation
+
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.axis("off")
+    shown = ax.imshow(np.asarray(frames[0]))
+    title = ax.set_title(titles[0] if titles else "", fontsize=10)
+
+    def update(i):
+        shown.set_data(np.asarray(frames[i]))
+        if titles:
+            title.set_text(titles[i])
+        return shown, title
+
+    animation = FuncAnimation(fig, update, frames=len(frames),
+                              interval=seconds_per_frame * 1000, blit=False)
+    with plt.rc_context({"animation.frame_format": "jpeg", "savefig.dpi": 72}):
+        html = animation.to_jshtml(default_mode="once")  # JPEG frames: a fraction of PNG's size
+    plt.close(fig)
+    return html

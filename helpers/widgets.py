@@ -27,7 +27,7 @@ from .plotting import (
     kernel_mosaic,
 )
 
-__all__ = ["FeatureMapExplorer", "FilterExplorer", "ClassExplorer"]
+__all__ = ["FeatureMapExplorer", "FilterExplorer", "ClassExplorer", "RunExplorer"]
 
 PANEL = 256  # pixels per picture in the explorers
 
@@ -278,3 +278,40 @@ class ClassExplorer(_Explorer):
             self.class_menu.observe(self._show, names="value")
         self._show()
 
+
+
+class RunExplorer(_Explorer):
+    """Controls, a Run button and a picture, for computations too slow to follow a slider
+    (gradient ascent, deep dream). ``compute(**values)`` returns ``uint8 (H, W, 3)``; results
+    are cached per combination of control values, so going back to one is instant."""
+
+    def __init__(self, controls: dict[str, W.ValueWidget],
+                 compute: Callable[..., np.ndarray], size: int = PANEL) -> None:
+        self.controls, self.compute, self.size = controls, compute, size
+        self._cache: dict[tuple, bytes] = {}
+        self.button = W.Button(description="Run", button_style="primary", icon="play")
+        self.picture = W.Image(format="png", width=size, height=size)
+        self.status = W.HTML("Choose, then press <b>Run</b>.")
+        self.button.on_click(self._run)
+        self.widget = W.VBox([*controls.values(), self.button, self.picture, self.status])
+
+    @property
+    def values(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def render(self) -> bytes:
+        key = tuple(sorted(self.values.items()))
+        if key not in self._cache:
+            self._cache[key] = array_to_png(self.compute(**self.values), size=self.size)
+        return self._cache[key]
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} = {value}" for name, value in self.values.items())
+
+    def _run(self, button=None) -> None:
+        self.button.disabled = True
+        self.status.value = "running..."
+        try:
+            self._show()
+        finally:
+            self.button.disabled = False
