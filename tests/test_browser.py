@@ -30,6 +30,8 @@ EXPLORERS = {
     "02_filters.ipynb": ("slider", "filter"),
     "03_saliency.ipynb": ("dropdown", "class"),
     "05_grad_cam.ipynb": ("dropdown", "class"),
+    "07_gradient_ascent.ipynb": ("button", "Run"),
+    "08_deep_dream.ipynb": ("button", "Run"),
 }
 
 pytestmark = pytest.mark.browser
@@ -136,14 +138,18 @@ def test_explorer_runs_and_slider_changes_picture(lab, browser, notebook):
 def _run_all_and_move_slider(page, notebook: str) -> None:
     _run_all(page)
     kind, label = EXPLORERS[notebook]
-    control = page.locator(f".widget-{kind}", has=page.locator(
-        ".widget-label", has_text=re.compile(f"^{label}$"))).first
+    if kind == "button":
+        control = page.locator("button.widget-button", has_text=label).first
+    else:
+        control = page.locator(f".widget-{kind}", has=page.locator(
+            ".widget-label", has_text=re.compile(f"^{label}$"))).first
     control.wait_for(state="attached")
     # Wait until every cell has run (no "[*]" prompt left).
     page.wait_for_function(
         "() => ![...document.querySelectorAll('.jp-InputPrompt')]"
         ".some(p => p.textContent.includes('*'))", timeout=180_000)
-    explorer = page.locator(".widget-vbox", has=control).last
+    # The explorer is the nearest VBox around the control (a lesson may show two side by side).
+    explorer = control.locator("xpath=ancestor::div[contains(@class, 'widget-vbox')][1]")
     control.scroll_into_view_if_needed()
     before = _pictures(page, explorer)
     if kind == "slider":
@@ -153,11 +159,13 @@ def _run_all_and_move_slider(page, notebook: str) -> None:
         readout = control.locator(".widget-readout").first
         page.wait_for_function("(el) => el.textContent.trim() === '3'",
                                arg=readout.element_handle())
+    elif kind == "button":
+        control.click()  # the picture is empty until the first run
     else:
         select = control.locator("select").first
         select.select_option(index=1)  # a user's pick: the browser fires the change event
         page.wait_for_function("(el) => el.selectedIndex === 1", arg=select.element_handle())
-    deadline = time.time() + 30  # the kernel answers in milliseconds; allow a slow machine
+    deadline = time.time() + 60  # sliders answer in milliseconds, a Run in seconds
     after = _pictures(page, explorer)
     while after == before and time.time() < deadline:
         page.wait_for_timeout(250)
