@@ -132,11 +132,16 @@ def channel_grid(activation: torch.Tensor, channels: Sequence[int] | None = None
         else:
             ax.imshow(fmap.numpy(), cmap=cmap)
         ax.set_title(f"ch {index}", fontsize=8)
+    return _finish_grid(fig, axes, title, image, "activation")
+
+
+def _finish_grid(fig: Figure, axes: np.ndarray, title: str, mappable, label: str) -> Figure:
+    """Title, tight layout and (when something was drawn on a shared scale) one colour bar."""
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="activation")
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, label=label)
     return fig
 
 
@@ -257,12 +262,7 @@ def kernel_tiles(weight: torch.Tensor, title: str = "", columns: int = 8,
             shown = ax.imshow(kernel[0].numpy(), cmap=SIGNED_CMAP, vmin=-limit, vmax=limit,
                               interpolation="nearest")
         ax.set_title(str(i), fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    if shown is not None:
-        fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label="weight")
-    return fig
+    return _finish_grid(fig, axes, title, shown, "weight")
 
 
 def blend(image: np.ndarray, heatmap, alpha: float = 0.5, cmap: str = HEATMAP_CMAP) -> np.ndarray:
