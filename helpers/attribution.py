@@ -58,6 +58,17 @@ class UnsupportedActivationError(TypeError):
     """A backward rule is defined for ReLU and ReLU6 only; the message names the activation."""
 
 
+def check_batch(x) -> None:
+    """Methods take a batch ``(N, 3, H, W)`` of floats; say so plainly when given anything else."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a tensor batch (N, 3, H, W), got a {type(x).__name__}; "
+                        "use model.preprocess(image)")
+    if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+        hint = " (a single image: add the batch axis with x[None])" if x.ndim == 3 else ""
+        raise ValueError(f"expected a float batch (N, 3, H, W), got {x.dtype} of shape "
+                         f"{tuple(x.shape)}{hint}; model.preprocess(image) makes one")
+
+
 def resolve_targets(model, logits: torch.Tensor, target: Target) -> torch.Tensor:
     """Targets -> class indices ``(N,)`` (long, on the logits' device). ``None``: each image's
     top class; a name such as ``"tabby"`` needs a ``LessonModel``."""
@@ -86,6 +97,7 @@ def resolve_targets(model, logits: torch.Tensor, target: Target) -> torch.Tensor
 def _input_gradient(model, x: torch.Tensor, target: Target, rule: str | None = None
                     ) -> torch.Tensor:
     """d(score of each image's target class)/d(input), with an optional ReLU backward rule."""
+    check_batch(x)
     net = _unwrap(model)
     with evaluating(net), torch.enable_grad():
         x_leaf = x.detach().requires_grad_(True)
@@ -142,6 +154,7 @@ def smooth_grad(model, x: torch.Tensor, target: Target = None, n: int = 25,
     """
     if n < 1:
         raise ValueError("n must be at least 1")
+    check_batch(x)
     net = _unwrap(model)
     with torch.no_grad(), evaluating(net):
         classes = resolve_targets(model, net(x), target)

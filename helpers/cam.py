@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attribution import Target, guided_backprop, resolve_targets
+from .attribution import Target, check_batch, guided_backprop, resolve_targets
 from .hooks import _unwrap, evaluating, layer_roles, split_forward
 
 __all__ = [
@@ -60,6 +60,7 @@ def _minmax(maps: torch.Tensor) -> torch.Tensor:
 
 def _run(model, x: torch.Tensor, target: Target, layer, weights_fn: WeightsFn,
          upsample: bool) -> torch.Tensor:
+    check_batch(x)
     net = _unwrap(model)
     layer = layer if layer is not None else layer_roles(net).last_conv
     with evaluating(net), torch.enable_grad():  # also inside a caller's torch.no_grad()

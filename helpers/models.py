@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import os
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,17 +256,3 @@ def _ensure_cached(url: str, timeout: float = 5.0) -> None:
         ) from error
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.hub.download_url_to_file(source, str(path), progress=True)
-
-
-def top_classes(model: LessonModel, x: torch.Tensor, k: int = 10) -> list[int]:
-    """Indices of the ``k`` most probable classes for a single image ``(1, 3, H, W)``."""
-    with torch.no_grad(), evaluating(model.model):
-        return model.model(x).topk(k, dim=1).indices[0].tolist()
-
-
-def as_targets(model: LessonModel | None, targets: int | str | Sequence[int | str]) -> list[int]:
-    """Class names or indices -> list of indices (names need a ``LessonModel``)."""
-    items = [targets] if isinstance(targets, (int, str, np.integer)) else list(targets)
-    if model is None:
-        return [int(t) for t in items]
-    return [model.class_index(t) for t in items]

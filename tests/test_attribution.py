@@ -210,3 +210,16 @@ def test_functional_relu_gets_the_rule_too():
         warnings.simplefilter("ignore")
         expected = GuidedBackprop(twin).attribute(x.clone(), target=1)
     torch.testing.assert_close(guided_backprop(net, x, 1), expected)
+
+
+def test_wrong_input_shapes_get_a_clear_error(lite0):
+    from helpers.cam import grad_cam
+
+    image = lite0.preprocess("cat")[0]
+    for method in (saliency, guided_backprop, grad_cam):
+        with pytest.raises(ValueError, match=r"x\[None\]"):
+            method(lite0, image)
+    with pytest.raises(TypeError, match="preprocess"):
+        saliency(lite0, "cat")
+    with pytest.raises(ValueError, match="uint8"):
+        grad_cam(lite0, torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
