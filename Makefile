@@ -28,7 +28,8 @@ lint: env-dev
 	$(BIN)/ruff check helpers tests benchmarks
 
 benchmarks: env-dev  ## time every notebook and the methods against peer libraries
-	$(BIN)/python benchmarks/notebooks.py
+	cd benchmarks && ../$(BIN)/python notebooks.py && ../$(BIN)/python widgets.py \
+		&& ../$(BIN)/python attribution.py && ../$(BIN)/python synthesis.py
 
 clean:
 	rm -rf $(VENV)
