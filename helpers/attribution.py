@@ -59,11 +59,12 @@ class UnsupportedActivationError(TypeError):
 
 
 def check_batch(x) -> None:
-    """Methods take a batch ``(N, 3, H, W)`` of floats; say so plainly when given anything else."""
+    """Methods take a float batch ``(N, C, H, W)`` (C = 3 for the lesson models); say so plainly
+    when given anything else."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a tensor batch (N, 3, H, W), got a {type(x).__name__}; "
                         "use model.preprocess(image)")
-    if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+    if x.ndim != 4 or not x.is_floating_point():
         hint = " (a single image: add the batch axis with x[None])" if x.ndim == 3 else ""
         raise ValueError(f"expected a float batch (N, 3, H, W), got {x.dtype} of shape "
                          f"{tuple(x.shape)}{hint}; model.preprocess(image) makes one")
