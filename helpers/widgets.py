@@ -132,8 +132,6 @@ class FilterExplorer(_Explorer):
         modules = dict(model.model.named_modules())
         self.layers = list(layers or [n for n, m in modules.items()
                                       if isinstance(m, torch.nn.Conv2d)])
-        self._weights: Callable[[str], torch.Tensor] = (
-            lambda name: get_layer(model, name)[1].weight.detach().cpu())
         self.layer_slider = W.SelectionSlider(options=self.layers, value=self.layers[0],
                                               description="layer", continuous_update=False,
                                               layout=W.Layout(width="520px"))
@@ -145,6 +143,10 @@ class FilterExplorer(_Explorer):
         self.channel_slider.observe(self._show, names="value")
         self.widget = W.VBox([self.layer_slider, self.channel_slider, self.picture, self.status])
         self._layer_changed()
+
+    def _weights(self, name: str) -> torch.Tensor:
+        """A convolution's weight ``(C_out, C_in, k, k)`` on the CPU (a view, no copy)."""
+        return get_layer(self.model, name)[1].weight.detach().cpu()
 
     @property
     def current(self) -> torch.Tensor:
