@@ -1,0 +1,160 @@
+"""A synthetic task whose right answer is known: one shape on clutter, and where it is.
+
+The course's own small models (``load_model("course_vit")``, ``load_model("course_cnn")``) were
+trained on it by ``tools/train_vit.py``. Every image holds one filled shape of a class in
+``SHAPES`` (radius 7-11 px; dark on a light background, light on a dark one) at a random
+position, on a smooth random background with thin lines and small dots of random colours (the
+clutter). Because we drew the shape, we know its box, so we can score where an explanation
+points.
+
+``make_shapes(n, seed=...)`` is deterministic: the same seed gives the same images on any CPU.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["SHAPES", "SIZE", "ShapeBatch", "make_shapes", "pointing_game"]
+
+SHAPES = ["circle", "square", "triangle", "cross"]
+SIZE = 64  # pixels per side; the course ViT cuts this into 8 x 8 patches of 8 pixels
+RADIUS = (7.0, 11.0)  # the object's half-size: 2-3 patches across, always larger than clutter
+LINES, DOTS = 6, 6  # clutter per image
+
+
+class ShapeBatch(NamedTuple):
+    """``images`` ``(N, 3, SIZE, SIZE)`` in [0, 1]; ``labels`` ``(N,)`` indices into ``SHAPES``;
+    ``boxes`` ``(N, 4)`` as ``(top, left, bottom, right)`` pixel rows/columns, inclusive, of the
+    object's drawn pixels; ``masks`` ``(N, SIZE, SIZE)`` bool, the object's pixels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    boxes: torch.Tensor
+    masks: torch.Tensor
+
+
+def _uniform(g: torch.Generator, *shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    return low + (high - low) * torch.rand(*shape, generator=g)
+
+
+def _shape_masks(kind: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, r: torch.Tensor,
+                 yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+    """Boolean masks ``(N, S, S)`` of the filled shapes; parameters ``(N, 1, 1)``."""
+    dy, dx = yy - cy, xx - cx
+    circle = dy**2 + dx**2 <= r**2
+    square = (dy.abs() <= 0.8 * r) & (dx.abs() <= 0.8 * r)
+    triangle = (dy >= -r) & (dy <= 0.8 * r) & (dx.abs() <= 0.6 * (dy + r))  # apex up
+    arm = 0.3 * r
+    cross = ((dx.abs() <= arm) & (dy.abs() <= r)) | ((dy.abs() <= arm) & (dx.abs() <= r))
+    every = torch.stack([circle, square, triangle, cross], dim=1)  # (N, 4, S, S)
+    return every.gather(1, kind.view(-1, 1, 1, 1).expand(-1, 1, *every.shape[-2:]))[:, 0]
+
+
+def _segment_distance(y0, x0, y1, x1, yy, xx) -> torch.Tensor:
+    """Distance of every pixel to the segments (y0, x0)-(y1, x1); parameters ``(N, K, 1, 1)``."""
+    vy, vx = y1 - y0, x1 - x0
+    t = (((yy - y0) * vy + (xx - x0) * vx) / (vy**2 + vx**2).clamp_min(1e-6)).clamp(0, 1)
+    return ((yy - y0 - t * vy) ** 2 + (xx - x0 - t * vx) ** 2).sqrt()
+
+
+def _paint(canvas: torch.Tensor, mask: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """Paint ``colour`` ``(N, 3)`` where ``mask`` ``(N, S, S)`` holds."""
+    return torch.where(mask[:, None], colour[:, :, None, None], canvas)
+
+
+def make_shapes(n: int, seed: int = 0, labels: torch.Tensor | None = None) -> ShapeBatch:
+    """``n`` images of the shapes task, fixed by ``seed`` (a private ``torch.Generator``: the
+    global random state is neither used nor moved). ``labels`` ``(n,)`` picks the classes;
+    default: drawn at random."""
+    g = torch.Generator().manual_seed(seed)
+    s = SIZE
+    yy = torch.arange(s, dtype=torch.float32).view(1, s, 1)
+    xx = torch.arange(s, dtype=torch.float32).view(1, 1, s)
+    if labels is None:
+        labels = torch.randint(len(SHAPES), (n,), generator=g)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    # background: a smooth two-colour gradient plus a little pixel noise
+    a, b = _uniform(g, n, 3, 1, 1), _uniform(g, n, 3, 1, 1)
+    angle = _uniform(g, n, 1, 1, 1, high=6.2832)
+    ramp = ((yy * angle.cos() + xx * angle.sin()) / s + 1) / 2  # (n, 1, s, s) in about [0, 1]
+    images = (a + (b - a) * ramp) * 0.6 + 0.2 + 0.04 * torch.randn(n, 3, s, s, generator=g)
+    # clutter: thin lines and small dots of random colours, under the object
+    ends = _uniform(g, n, LINES, 4, low=2.0, high=s - 3.0)
+    y0, x0, y1, x1 = (ends[..., i].view(n, LINES, 1, 1) for i in range(4))
+    lines = _segment_distance(y0, x0, y1, x1, yy[:, None], xx[:, None]) <= 0.7
+    colours = _uniform(g, n, LINES, 3)
+    for k in range(LINES):
+        images = _paint(images, lines[:, k], colours[:, k])
+    centres = _uniform(g, n, DOTS, 2, low=2.0, high=s - 3.0)
+    dot_r = _uniform(g, n, DOTS, low=1.5, high=3.0)
+    colours = _uniform(g, n, DOTS, 3)
+    for k in range(DOTS):
+        cy, cx, rk = (centres[:, k, 0].view(n, 1, 1), centres[:, k, 1].view(n, 1, 1),
+                      dot_r[:, k].view(n, 1, 1))
+        images = _paint(images, (yy - cy) ** 2 + (xx - cx) ** 2 <= rk**2, colours[:, k])
+    # the object
+    r = _uniform(g, n, 1, 1, low=RADIUS[0], high=RADIUS[1])
+    cy = r + 1 + _uniform(g, n, 1, 1) * (s - 3 - 2 * r)
+    cx = r + 1 + _uniform(g, n, 1, 1) * (s - 3 - 2 * r)
+    masks = _shape_masks(labels, cy, cx, r, yy, xx)
+    # a colour that stands out: far from the background's mean colour around the object
+    near = (masks[:, None] * images).sum(dim=(2, 3)) / masks.sum(dim=(1, 2))[:, None]
+    colour = torch.where(near.mean(1, keepdim=True) > 0.5, 0.25 * _uniform(g, n, 3),
+                         1 - 0.25 * _uniform(g, n, 3))
+    images = _paint(images, masks, colour).clamp(0, 1)
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (n, s) each
+    index = torch.arange(s)
+    boxes = torch.stack([
+        torch.where(rows, index, s).amin(1), torch.where(cols, index, s).amin(1),
+        torch.where(rows, index, -1).amax(1), torch.where(cols, index, -1).amax(1),
+    ], dim=1)
+    return ShapeBatch(images, labels, boxes, masks)
+
+
+def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
+    """Hits ``(N,)`` bool: is each map's maximum inside its box (grown by ``tolerance`` pixels)?
+
+    ``maps`` ``(N, H, W)``, ``boxes`` ``(N, 4)`` as ``(top, left, bottom, right)`` inclusive
+    (Zhang et al. 2016 score the same way with a 15-pixel tolerance on 224-pixel images). Ties:
+    the first maximum in row-major order counts.
+    """
+    n, _, w = maps.shape
+    flat = maps.reshape(n, -1).argmax(dim=1).cpu()
+    row, col = flat // w, flat % w
+    top, left, bottom, right = (boxes[:, i].cpu() for i in range(4))
+    return ((row >= top - tolerance) & (row <= bottom + tolerance)
+            & (col >= left - tolerance) & (col <= right + tolerance))
+
+
+def build_course_model(name: str) -> torch.nn.Module:
+    """The untrained architecture of a course model: ``"course_vit"`` (a 4-block timm ViT on
+    8 x 8 patches of 8 pixels, 96 dimensions, 3 heads, a class token) or ``"course_cnn"`` (five
+    3 x 3 convolutions down to the same 8 x 8 grid, global average pooling, one linear layer)."""
+    if name == "course_vit":
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer(img_size=SIZE, patch_size=8, num_classes=len(SHAPES),
+                                 embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0)
+    if name == "course_cnn":
+        return CourseCNN()
+    raise ValueError(f"unknown course model {name!r}: 'course_vit' or 'course_cnn'")
+
+
+class CourseCNN(torch.nn.Module):
+    """``features`` (conv-BN-ReLU x 5, strides 2 1 2 1 2: 64 -> 8 pixels), global average
+    pooling, ``classifier`` (one ``nn.Linear``), so CAM applies to its last ReLU."""
+
+    def __init__(self, classes: int = len(SHAPES)) -> None:
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        widths = [3, 32, 64, 64, 96, 128]
+        for i, (c_in, c_out) in enumerate(zip(widths, widths[1:])):
+            layers += [torch.nn.Conv2d(c_in, c_out, 3, stride=2 - i % 2, padding=1, bias=False),
+                       torch.nn.BatchNorm2d(c_out), torch.nn.ReLU()]
+        self.features = torch.nn.Sequential(*layers)
+        self.classifier = torch.nn.Linear(widths[-1], classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
