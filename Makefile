@@ -2,13 +2,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# TORCH=cpu: on a fresh environment, take torch/torchvision from PyTorch's CPU wheel index
+# (about 5 GB less on Linux than the default CUDA build); if that index is unreachable, the default.
+TORCH ?=
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: lab test env env-dev lint benchmarks clean
+.PHONY: lab test env env-dev lint benchmarks clean links student site
 
 lab: env  ## create the environment (first time only) and open the course in JupyterLab
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
 
 test: env-dev  ## create the environment with the test tools (first time only) and run every test
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/pytest
 
 env: $(VENV)/.runtime-installed
@@ -17,6 +22,9 @@ env-dev: $(VENV)/.dev-installed
 $(VENV)/.runtime-installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(filter cpu,$(TORCH)),$(BIN)/python -m pip install --timeout 20 --retries 1 \
+		--index-url $(TORCH_CPU_INDEX) torch torchvision \
+		|| echo "PyTorch's CPU index is unreachable: installing the default torch build")
 	$(BIN)/python -m pip install -r requirements.txt -e .
 	touch $@
 
@@ -24,12 +32,24 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
 	$(BIN)/python -m pip install -r requirements-dev.txt
 	touch $@
 
-lint: env-dev
-	$(BIN)/ruff check helpers tests benchmarks
+LINTED := helpers tests benchmarks notebooks $(wildcard tools)
+
+lint: env-dev  ## the linter over code and lessons (also the first step of make test)
+	$(BIN)/ruff check $(LINTED) tools
 
 benchmarks: env-dev  ## time every notebook and the methods against peer libraries
 	cd benchmarks && ../$(BIN)/python notebooks.py && ../$(BIN)/python widgets.py \
 		&& ../$(BIN)/python attribution.py && ../$(BIN)/python synthesis.py
+
+# Classroom tooling (TEACHING.md, README "For teachers"); nothing here executes a lesson.
+links: env  ## write launch links + the Colab cell from [project.urls] Repository (HUB=https://...)
+	$(BIN)/python -m tools.links $(if $(HUB),--hub $(HUB))
+
+student: env  ## student copies in student/: solutions replaced by stubs, outputs cleared
+	$(BIN)/python -m tools.student
+
+site: env-dev  ## an offline static site in site/ from the stored outputs (open site/index.html)
+	$(BIN)/python -m tools.site
 
 clean:
 	rm -rf $(VENV)

@@ -15,6 +15,7 @@ from unpkg; here those blocks are empty, and instead:
   ``latex2mathml`` (a small pure-Python package); browsers render MathML natively;
 * explorer outputs are shown by the picture each stores beside its widget view (``image/png``);
   the live widget needs a kernel, so the widget view and the notebook's widget state are dropped;
+* the Colab install cell is left out (a reader of the site runs nothing);
 * CSS and images are inlined (the lab theme CSS from the installed template, pictures as data
   URIs), and links to other lessons point to their pages.
 
@@ -35,6 +36,7 @@ import nbformat
 from nbconvert import HTMLExporter
 
 from tools.course import ROOT, lesson_title, lessons
+from tools.links import COLAB_MARK
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 EXPLORER_NOTE = ("<p class='explorer-note'><em>Interactive explorer: run the lesson in Jupyter to "
@@ -134,6 +136,7 @@ def prepare(nb) -> tuple[object, list[tuple[str, bool]], int]:
     -> (notebook, formulas, number of explorers without a stored picture)."""
     formulas: list[tuple[str, bool]] = []
     missing = 0
+    nb.cells = [c for c in nb.cells if not c.source.lstrip().startswith(COLAB_MARK)]  # Colab only
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = split_math(cell.source, formulas)
