@@ -241,3 +241,25 @@ def test_timm_imagenet_vit_loads_from_a_local_file(tmp_path, monkeypatch):
     loaded = helpers.load_model("vit_tiny_patch16_224")
     assert torch.equal(loaded.model.head.weight, reference.head.weight)
     assert loaded.labels[281] == "tabby" and (loaded.resize, loaded.crop) == (248, 224)
+
+
+def test_token_explorer_redraws_for_block_and_method_and_leaves_the_model_alone():
+    from helpers.widgets import TokenExplorer
+
+    vit = helpers.load_model("course_vit", pretrained=False)
+    data = make_shapes(2, seed=8)
+    x = (data.images - 0.5) / 0.5
+    before = snapshot(vit.model)
+    explorer = TokenExplorer(vit, {"a": x[:1], "b": x[1:]}, boxes={"a": data.boxes[0]})
+    first = bytes(explorer.picture.value)
+    assert first.startswith(b"\x89PNG") and "blocks.3.norm1" in explorer.status.value
+    explorer.block_slider.value = 1
+    assert bytes(explorer.picture.value) != first and "blocks.1.norm1" in explorer.status.value
+    explorer.method_buttons.value = "rollout"
+    assert "rollout through blocks 0-1" in explorer.status.value
+    explorer.image_menu.value = "b"
+    assert "could not draw" not in explorer.status.value
+    assert_unchanged(before, vit.model)
+    # The picture is the helpers map: Grad-CAM at the chosen block equals grad_cam there.
+    torch.testing.assert_close(explorer.heatmap("a", 2, "Grad-CAM"),
+                               grad_cam(vit, x[:1], layer="blocks.2.norm1")[0])
