@@ -177,10 +177,23 @@ def render_lesson(path: Path, names: list[str], nav: str) -> tuple[str, int]:
 
 
 def first_bullets(nb) -> list[str]:
-    """The "what you will learn" bullets of a lesson's first cell (plain text)."""
+    """The "what you will learn" bullets of a lesson's first cell, as HTML (formulas as MathML)."""
     first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
-    return [re.sub(r"[*`$]", "", line[2:]).strip() for line in first.splitlines()
-            if line.startswith("- ")][:3]
+    bullets: list[str] = []
+    for line in first.splitlines():
+        if line.startswith("- "):
+            bullets.append(line[2:].strip())
+        elif bullets and line.startswith("  ") and line.strip():  # a bullet's continuation
+            bullets[-1] += " " + line.strip()
+        elif bullets and len(bullets) >= 3:
+            break
+    rendered = []
+    for text in bullets[:3]:
+        formulas: list[tuple[str, bool]] = []
+        text = html.escape(re.sub(r"[*`]", "", split_math(text, formulas)))
+        rendered.append(re.sub(r"cnnvismath(\d+)x",
+                               lambda m, f=formulas: to_mathml(*f[int(m.group(1))]), text))
+    return rendered
 
 
 def build_site(paths: list[Path], out: Path, title: str = "Seeing inside convolutional networks"
@@ -196,7 +209,7 @@ def build_site(paths: list[Path], out: Path, title: str = "Seeing inside convolu
         (out / f"{path.stem}.html").write_text(page, encoding="utf-8")
         report[f"{path.stem}.html"] = missing
         nb = nbformat.read(path, as_version=4)
-        bullets = "".join(f"<li>{html.escape(b)}</li>" for b in first_bullets(nb))
+        bullets = "".join(f"<li>{b}</li>" for b in first_bullets(nb))
         rows.append(f'<tr><td class="num">{path.name[:2]}</td><td><a href="{path.stem}.html">'
                     f"{html.escape(lesson_title(nb))}</a></td><td><ul>{bullets}</ul></td></tr>")
     index = INDEX_TEMPLATE.format(title=html.escape(title), rows="\n".join(rows))
