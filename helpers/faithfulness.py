@@ -44,6 +44,7 @@ __all__ = [
     "random_map",
     "edge_map",
     "to_map",
+    "normalized_map",
     "rank_correlation",
     "ssim",
     "randomization_layers",
@@ -378,11 +379,12 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1
     return index.mean(dim=(1, 2, 3)).cpu()
 
 
-def _picture(attribution: torch.Tensor) -> torch.Tensor:
-    """A map as the lessons draw it: |.| (max over channels), capped at its 99th percentile,
-    min-max to [0, 1] per image; SSIM compares these pictures."""
+def normalized_map(attribution: torch.Tensor, clip: float = 0.99) -> torch.Tensor:
+    """Any method's output as a picture ``(N, H, W)`` in [0, 1]: |.| (max over channels),
+    capped at its ``clip`` quantile per image (a few extreme pixels must not set the scale),
+    min-max per image. SSIM compares these pictures."""
     magnitude = to_map(attribution).float()
-    cap = torch.quantile(magnitude.flatten(1), 0.99, dim=1).view(-1, 1, 1)
+    cap = torch.quantile(magnitude.flatten(1), clip, dim=1).view(-1, 1, 1)
     return minmax(torch.minimum(magnitude, cap))
 
 
@@ -493,7 +495,7 @@ def cascading_randomization(model, x: torch.Tensor, methods: Mapping[str, Method
         out = {}
         for name, fn in methods.items():
             attribution = fn(m, x, classes).detach()
-            out[name] = (to_map(attribution), _picture(attribution))
+            out[name] = (to_map(attribution), normalized_map(attribution))
         return out
 
     trained = maps(net)

@@ -1,0 +1,98 @@
+"""Time helpers.faithfulness against its peers, in one run, rounds interleaved.
+
+- occlusion (Lite0, one 224x224 image, window 32, stride 16: 169 occluded copies) against captum's
+  ``Occlusion`` with its default ``perturbations_per_eval=1`` and with 8 (the batch we use);
+- ROAD's noisy linear imputation of one image (50 % of the pixels missing, in Grad-CAM's order: one
+  large hole; in a random order: scattered pixels) against pytorch-grad-cam's ``NoisyLinearImputer``
+  (the authors' code: scipy's sparse direct solver);
+- one deletion curve (28 steps, grey) for scale.
+
+Usage: python benchmarks/faithfulness.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+import torch
+from _report import table, write_section
+
+import helpers
+from helpers.cam import grad_cam
+from helpers.faithfulness import deletion, noisy_linear_imputation, occlusion, random_map
+
+warnings.filterwarnings("ignore")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    rounds = parser.parse_args().rounds
+    from captum.attr import Occlusion
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    model = helpers.load_model()
+    x = model.preprocess("cat")
+    target = model.predict(x, 1)[0][0].index
+    cam = grad_cam(model, x, target)
+    masks = {}
+    for name, ranking in (("one hole (Grad-CAM order)", cam), ("scattered (random order)",
+                                                                random_map(x))):
+        order = ranking.flatten().argsort(descending=True)
+        known = torch.ones(x.shape[-1] ** 2, dtype=torch.bool)
+        known[order[: order.numel() // 2]] = False
+        masks[name] = known.view(1, *x.shape[-2:])
+
+    candidates = {
+        "occlusion 32/16 (ours, batches of 8)": lambda: occlusion(
+            model, x, target, window=32, stride=16, progress=False),
+        "occlusion 32/16 (captum, 1 per eval)": lambda: Occlusion(model.model).attribute(
+            x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), baselines=0.0,
+            target=target),
+        "occlusion 32/16 (captum, 8 per eval)": lambda: Occlusion(model.model).attribute(
+            x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), baselines=0.0,
+            target=target, perturbations_per_eval=8),
+        "deletion curve, 28 steps (ours)": lambda: deletion(model, x, cam, target, steps=28,
+                                                            progress=False),
+    }
+    for name, known in masks.items():
+        candidates[f"ROAD imputation, {name} (ours)"] = (
+            lambda known=known: noisy_linear_imputation(x, known))
+        candidates[f"ROAD imputation, {name} (pytorch-grad-cam)"] = (
+            lambda known=known: NoisyLinearImputer()(x[0], known[0].float()))
+
+    with torch.no_grad():
+        model(x)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):  # interleaved: a burst of load hits every candidate alike
+        for name, fn in candidates.items():
+            times[name].append(timed(fn))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+
+    def versus(name: str) -> str:
+        if "(ours" in name:
+            return "-"
+        ours = next(n for n in medians if n.startswith(name.split(" (")[0]) and "(ours" in n)
+        return f"{medians[name] / medians[ours]:.1f} x ours"
+
+    rows = [{"what": name, "median s": f"{medians[name]:.3f}",
+             "min s": f"{min(times[name]):.3f}", "peer / ours": versus(name)}
+            for name in candidates]
+    load = os.getloadavg()[0]
+    body = (f"Lite0, one 224x224 image (cat), {rounds} interleaved rounds; load average at the end "
+            f"{load:.1f} (a shared machine: compare rows of one run, not runs).\n\n" + table(rows))
+    write_section("faithfulness.py", "Faithfulness: occlusion and ROAD imputation vs peers", body)
+
+
+if __name__ == "__main__":
+    main()
