@@ -47,7 +47,7 @@ def median_time(fn, repeat: int = 7, warmup: int = 2) -> float:
 def load(name: str):
     if name == "efficientnet_lite0":
         lesson = helpers.load_model()
-        return lesson.model, lesson.preprocess("cat"), helpers.layer_roles(lesson).last_conv
+        return lesson.model, lesson.preprocess("cat"), helpers.layer_roles(lesson).cam_layer
     torch.manual_seed(0)
     net = torchvision.models.resnet50(weights=None).eval().requires_grad_(False)
     return net, helpers.load_model().preprocess("cat"), "layer4"
@@ -68,7 +68,7 @@ def gradient_rows(name: str) -> list[dict]:
         leaf = x.detach().requires_grad_(True)
         torch.autograd.grad(net(leaf)[0, target], leaf)
 
-    explorer = ClassExplorer(helpers.load_model(), ["cat"], method="grad_cam") \
+    explorer = ClassExplorer(helpers.load_model(), ["cat"], methods=["grad_cam"]) \
         if name == "efficientnet_lite0" else None
     switch_to = [v for _, v in explorer.class_menu.options][1:3] if explorer else []
 
@@ -85,7 +85,7 @@ def gradient_rows(name: str) -> list[dict]:
         "guided backprop (captum)": lambda: GuidedBackprop(peer).attribute(
             x.clone().requires_grad_(), target=target),
         "smooth": lambda: smooth_grad(net, x, target, n=N_SMOOTH, progress=False),
-        "Grad-CAM (ours)": lambda: grad_cam(net, x, target, layer),
+        "Grad-CAM (ours)": lambda: grad_cam(net, x, target, layer=layer),
         "Grad-CAM (captum)": lambda: LayerGradCam(peer, module).attribute(x, target=target),
         "Grad-CAM (torchcam)": lambda: _torchcam(TorchcamGradCAM, peer, layer, x, target),
         "Grad-CAM (grad-cam)": lambda: _gradcam(GradCAM, peer, module, x,
@@ -148,7 +148,8 @@ def score_cam_child(name: str, who: str, top_k: int | None) -> None:
     net, x, layer = load(name)
     start = time.perf_counter()
     if who == "ours":
-        score_cam(net, x, 281, layer=layer, top_k=top_k, progress=False)
+        score_cam(net, x, 281, layer=layer, top_k=top_k, score="logit", channel_softmax=True,
+                  progress=False)
     elif who == "torchcam":
         from torchcam.methods import ScoreCAM
         with ScoreCAM(net, layer, batch_size=32) as extractor, torch.no_grad():

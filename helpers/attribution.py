@@ -14,7 +14,7 @@ input ``z`` and incoming gradient ``g``:
 method         backward                              depends on
 =============  ====================================  =========================
 saliency       ``g * [0 < z < top]``                 forward input
-deconvnet      ``clamp(g, 0, top)``                  gradient only
+deconvnet      ``max(g, 0)``                         gradient only
 guided         ``relu(g) * [0 < z < top]``           both
 =============  ====================================  =========================
 
@@ -28,15 +28,14 @@ Activations without a defined rule (SiLU, GELU, LeakyReLU, ...) raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Callable, Union
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
-from .hooks import _unwrap, evaluating
+from .common import Target, check_batch, evaluating, fixed_targets, resolve_targets, unwrap
 
 __all__ = [
     "UnsupportedActivationError",
@@ -46,60 +45,17 @@ __all__ = [
     "deconvnet",
     "guided_backprop",
     "resolve_targets",
-    "as_color",
-    "as_grey",
-    "split_signs",
 ]
-
-Target = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor]
-
 
 class UnsupportedActivationError(TypeError):
     """A backward rule is defined for ReLU and ReLU6 only; the message names the activation."""
-
-
-def check_batch(x) -> None:
-    """Methods take a float batch ``(N, C, H, W)`` (C = 3 for the lesson models); say so plainly
-    when given anything else."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a tensor batch (N, 3, H, W), got a {type(x).__name__}; "
-                        "use model.preprocess(image)")
-    if x.ndim != 4 or not x.is_floating_point():
-        hint = " (a single image: add the batch axis with x[None])" if x.ndim == 3 else ""
-        raise ValueError(f"expected a float batch (N, 3, H, W), got {x.dtype} of shape "
-                         f"{tuple(x.shape)}{hint}; model.preprocess(image) makes one")
-
-
-def resolve_targets(model, logits: torch.Tensor, target: Target) -> torch.Tensor:
-    """Targets -> class indices ``(N,)`` (long, on the logits' device). ``None``: each image's
-    top class; a name such as ``"tabby"`` needs a ``LessonModel``."""
-    n = logits.shape[0]
-    if target is None:
-        return logits.argmax(dim=1)
-    if isinstance(target, torch.Tensor):
-        indices = target.reshape(-1).tolist()
-    elif isinstance(target, (int, str)):
-        indices = [target] * n
-    else:
-        indices = list(target)
-    if len(indices) != n:
-        raise ValueError(f"got {len(indices)} targets for a batch of {n} images")
-    if any(isinstance(t, str) for t in indices):
-        if not hasattr(model, "class_index"):
-            raise ValueError("class names need a LessonModel (from load_model); "
-                             "give class indices with a plain nn.Module")
-        indices = [model.class_index(t) for t in indices]
-    for t in indices:
-        if not 0 <= int(t) < logits.shape[1]:
-            raise ValueError(f"class index {t} is outside [0, {logits.shape[1]})")
-    return torch.as_tensor([int(t) for t in indices], device=logits.device)
 
 
 def _input_gradient(model, x: torch.Tensor, target: Target, rule: str | None = None
                     ) -> torch.Tensor:
     """d(score of each image's target class)/d(input), with an optional ReLU backward rule."""
     check_batch(x)
-    net = _unwrap(model)
+    net = unwrap(model)
     with evaluating(net), torch.enable_grad():
         x_leaf = x.detach().requires_grad_(True)
         x_in = x_leaf.clone()  # a model may modify its input in place; a leaf cannot be
@@ -130,8 +86,8 @@ def gradient_x_input(model, x: torch.Tensor, target: Target = None) -> torch.Ten
 
 
 def deconvnet(model, x: torch.Tensor, target: Target = None) -> torch.Tensor:
-    """DeconvNet (Zeiler & Fergus 2014): through each ReLU, pass ``clamp(g, 0, top)``
-    regardless of the forward pass. ``(N, 3, H, W)`` -> ``(N, 3, H, W)``."""
+    """DeconvNet (Zeiler & Fergus 2014): through each ReLU, pass ``max(g, 0)`` regardless of
+    the forward pass. ``(N, 3, H, W)`` -> ``(N, 3, H, W)``."""
     return _input_gradient(model, x, target, rule="deconvnet")
 
 
@@ -142,7 +98,7 @@ def guided_backprop(model, x: torch.Tensor, target: Target = None) -> torch.Tens
     return _input_gradient(model, x, target, rule="guided")
 
 
-def smooth_grad(model, x: torch.Tensor, target: Target = None, n: int = 25,
+def smooth_grad(model, x: torch.Tensor, target: Target = None, *, n: int = 25,
                 noise: float = 0.15, method: Callable = saliency, batch_size: int = 4,
                 seed: int = 0, progress: bool = True) -> torch.Tensor:
     """SmoothGrad (Smilkov et al. 2017): the mean of ``method`` over ``n`` noisy copies.
@@ -158,9 +114,7 @@ def smooth_grad(model, x: torch.Tensor, target: Target = None, n: int = 25,
     if n < 1:
         raise ValueError("n must be at least 1")
     check_batch(x)
-    net = _unwrap(model)
-    with torch.no_grad(), evaluating(net):
-        classes = resolve_targets(model, net(x), target)
+    classes = fixed_targets(model, x, target)
     span = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
     sigma = noise * span
     generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -179,16 +133,17 @@ def smooth_grad(model, x: torch.Tensor, target: Target = None, n: int = 25,
 # ----- the ReLU backward rules ---------------------------------------------------------------
 
 class _DeconvReLU(torch.autograd.Function):
-    """``clamp(z, 0, top)`` forward; backward ``clamp(g, 0, top)``, whatever z was."""
+    """``clamp(z, 0, top)`` forward; backward ``max(g, 0)``, whatever z was (the DeconvNet rule:
+    the paper's "rectification" of the reconstruction signal; for ReLU6 the cap at ``top``
+    belongs to the forward pass only, so the backward is the same as for ReLU)."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, top: float | None) -> torch.Tensor:
-        ctx.top = top
         return z.clamp(min=0) if top is None else z.clamp(0, top)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        return (g.clamp(min=0) if ctx.top is None else g.clamp(0, ctx.top)), None
+        return g.clamp(min=0), None
 
 
 def _positive(g: torch.Tensor) -> torch.Tensor:
@@ -248,45 +203,3 @@ def _hardtanh_bounds(args, kwargs) -> tuple[float, float]:
     low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
     top = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
     return float(low), float(top)
-
-
-# ----- turning a gradient into a picture -------------------------------------------------------
-
-def _minmax(t: torch.Tensor, dims: tuple[int, ...], eps: float = 1e-12) -> torch.Tensor:
-    low = t.amin(dim=dims, keepdim=True)
-    high = t.amax(dim=dims, keepdim=True)
-    return (t - low) / (high - low).clamp_min(eps)
-
-
-def as_color(grad: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, H, W)`` -> ``(N, H, W, 3)`` in [0, 1]: each image min-max scaled over all its
-    values (the seeds' "colour" picture; grey 0.5-ish where the gradient is zero)."""
-    return _minmax(grad, (1, 2, 3)).permute(0, 2, 3, 1)
-
-
-def as_grey(grad: torch.Tensor, reduce: str = "max", clip: float | None = 0.99) -> torch.Tensor:
-    """``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1]: |grad| reduced over colour channels by
-    ``"max"`` (Simonyan et al.) or ``"sum"`` (the seeds' variant), capped at its ``clip``
-    quantile per image (Smilkov et al. cap at the 99th percentile, so that a few extreme pixels
-    do not set the scale; ``clip=None``: no cap), then min-max per image."""
-    if reduce not in ("max", "sum"):
-        raise ValueError("reduce must be 'max' or 'sum'")
-    magnitude = grad.abs().amax(dim=1) if reduce == "max" else grad.abs().sum(dim=1)
-    if clip is not None:
-        cap = torch.quantile(magnitude.flatten(1).float(), clip, dim=1).view(-1, 1, 1)
-        magnitude = torch.minimum(magnitude, cap.to(magnitude.dtype))
-    return _minmax(magnitude, (1, 2))
-
-
-def split_signs(grad: torch.Tensor, clip: float | None = 0.99
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(N, 3, H, W)`` -> ``(positive, negative)``, each ``(N, H, W, 3)`` in [0, 1]: the parts
-    of the gradient that raise / lower the score, each capped at its ``clip`` quantile per image
-    (``None``: at its maximum) and divided by that cap."""
-    def scale(t):
-        flat = t.flatten(1).float()
-        cap = flat.amax(dim=1) if clip is None else torch.quantile(flat, clip, dim=1)
-        cap = cap.to(t.dtype).clamp_min(1e-12).view(-1, 1, 1, 1)
-        return torch.minimum(t / cap, torch.ones_like(t)).permute(0, 2, 3, 1)
-
-    return scale(grad.clamp(min=0)), scale((-grad).clamp(min=0))

@@ -5,21 +5,28 @@ insight). For a layer's activations ``A`` of shape ``(N, K, h, w)`` and weights 
 
     map = ReLU( sum_k w_k A_k )  ->  bilinear upsampling to the input size  ->  min-max to [0, 1]
 
-A variant only says how it computes ``w``:
+A variant is one public weights function with one signature, ``fn(layer_pass, **knobs) -> (N, K)``,
+where ``layer_pass = capture_layer(model, x, target, layer=...)`` holds what the forward pass saw:
 
-- CAM (Zhou et al. 2016): the classifier's weights for class c (global-average-pooled nets);
-- Grad-CAM (Selvaraju et al. 2017): the spatial mean of ``d y_c / d A_k``;
-- Score-CAM (Wang et al. 2020): the class score of the input masked by each upsampled channel,
-  softmax over channels.
+- ``cam_weights``: the classifier's weights of class c (Zhou et al. 2016; pooled nets only);
+- ``grad_cam_weights``: the spatial mean of ``d y_c / d A_k`` (Selvaraju et al. 2017);
+- ``score_cam_weights``: the class probability of the input seen through each channel's upsampled
+  activation (Wang et al. 2020).
 
-Calling convention as in ``helpers.attribution``: ``method(model, x, target=None, layer=None)``
-with ``layer=None`` meaning the last conv layer found by ``layer_roles``. Each returns
-``(N, H, W)`` in [0, 1] on ``x``'s device; ``upsample=False`` returns the ``(N, h, w)`` map at
-the layer's resolution (also min-max scaled).
+Calling convention as in ``helpers.attribution``: ``method(model, x, target=None, *, layer=None)``
+with ``layer=None`` meaning ``layer_roles(model).cam_layer``. Each returns ``(N, H, W)`` in [0, 1]
+on ``x``'s device; ``upsample=False`` returns the ``(N, h, w)`` map at the layer's resolution.
+
+Transformer layers work too: a token layer ``(N, T, D)`` loses the model's prefix tokens (class,
+distillation, register: timm's ``num_prefix_tokens``) and is laid out on the patch grid
+``(N, D, h, w)``; a channels-last stage ``(N, h, w, C)`` (timm's Swin) is permuted (``as_grid``).
 """
 
 from __future__ import annotations
 
+import functools
+import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -27,78 +34,143 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attribution import Target, check_batch, guided_backprop, resolve_targets
-from .hooks import _unwrap, evaluating, layer_roles, split_forward
+from .attribution import guided_backprop
+from .common import Target, check_batch, evaluating, fixed_targets, minmax, resolve_targets, unwrap
+from .hooks import Layer, get_layer, layer_roles, split_forward
 
 __all__ = [
-    "cam", "grad_cam", "score_cam", "guided_grad_cam", "cam_from_weights", "grad_cam_weights",
+    "LayerPass",
+    "as_grid",
+    "capture_layer",
+    "cam_from_weights",
+    "cam_weights",
+    "grad_cam_weights",
+    "score_cam_masks",
+    "score_cam_weights",
     "classifier",
+    "cam",
+    "grad_cam",
+    "score_cam",
+    "guided_grad_cam",
 ]
 
-EPS = 1e-7  # guards every division by a (max - min) that can be 0 on a flat map
+Reshape = Callable[[torch.Tensor], torch.Tensor]
 
-# A weights function gets (A, logits, target indices, net, x) and returns (N, K).
-WeightsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, nn.Module, torch.Tensor],
-                     torch.Tensor]
 
+# ----- the layer's output as a grid of channels --------------------------------------------------
+
+def as_grid(model, output: torch.Tensor) -> torch.Tensor:
+    """A layer's output as channel maps ``(N, K, h, w)``.
+
+    - ``(N, K, h, w)`` (a CNN layer): unchanged;
+    - ``(N, h, w, K)`` from a channels-last model (timm's Swin, ``output_fmt == "NHWC"``): permuted;
+    - ``(N, T, D)`` tokens (ViT, DeiT): the first ``num_prefix_tokens`` (class, distillation,
+      register tokens) are dropped and the ``h * w`` patch tokens laid out on the patch grid
+      (``patch_embed.grid_size``, else the square ``h = w = sqrt(T - prefix)``).
+
+    The result is a view of ``output`` in the autograd graph. Anything else raises and says which
+    reshape is needed: pass your own as ``reshape=`` to the CAM methods.
+    """
+    net = unwrap(model)
+    if output.ndim == 4:
+        channels_last = getattr(net, "output_fmt", "NCHW") == "NHWC"
+        return output.permute(0, 3, 1, 2) if channels_last else output
+    if output.ndim != 3:
+        raise ValueError(
+            f"a CAM layer must give channel maps (N, K, h, w) or tokens (N, T, D); this one gives "
+            f"{tuple(output.shape)}. Choose another layer, or pass reshape=f with f(output) -> "
+            "(N, K, h, w)")
+    n, tokens, dim = output.shape
+    prefix = int(getattr(net, "num_prefix_tokens", 1 if getattr(net, "cls_token", None) is not None
+                         else 0))
+    patches = tokens - prefix
+    grid = getattr(getattr(net, "patch_embed", None), "grid_size", None)
+    if grid is None or grid[0] * grid[1] != patches:
+        side = math.isqrt(patches)
+        if side * side != patches:
+            raise ValueError(
+                f"cannot lay {tokens} tokens ({prefix} prefix tokens) on a square patch grid; pass "
+                "reshape=f with f(output) -> (N, K, h, w), e.g. dropping your model's extra tokens")
+        grid = (side, side)
+    return output[:, prefix:].reshape(n, grid[0], grid[1], dim).permute(0, 3, 1, 2)
+
+
+# ----- one forward pass, captured at the layer ---------------------------------------------------
+
+@dataclass
+class LayerPass:
+    """What a forward pass saw at one layer; every weights function takes one of these.
+
+    ``activations`` ``(N, K, h, w)`` (detached), ``logits`` ``(N, classes)`` (still in the graph
+    from the layer on), ``index`` ``(N,)`` the target classes, ``model`` the ``nn.Module``, ``x``
+    the input batch ``(N, C, H, W)``.
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    activations: torch.Tensor
+    logits: torch.Tensor
+    index: torch.Tensor
+    layer_output: torch.Tensor  # the layer's raw output, a leaf that requires grad
+    reshape: Reshape
+
+    def gradients(self, index: torch.Tensor | None = None, *, keep_graph: bool = False
+                  ) -> torch.Tensor:
+        """``d y_c / d A`` ``(N, K, h, w)`` for the classes ``index`` (default: ``self.index``).
+        One backward through the part of the net after the layer; ``keep_graph=True`` allows
+        another call (for another class)."""
+        index = self.index if index is None else index
+        score = self.logits.gather(1, index[:, None]).sum()  # images are independent in eval mode
+        (grads,) = torch.autograd.grad(score, self.layer_output, retain_graph=keep_graph)
+        return self.reshape(grads)
+
+
+def capture_layer(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
+                  reshape: Reshape | None = None) -> LayerPass:
+    """Run ``model(x)`` once and keep what ``layer`` (default: ``layer_roles(model).cam_layer``)
+    gave, laid out as channel maps by ``reshape`` (default: ``as_grid``). The graph is recorded
+    from the layer on only, so it works with frozen weights and inside ``torch.no_grad()``."""
+    check_batch(x)
+    net = unwrap(model)
+    layer = layer if layer is not None else layer_roles(net).cam_layer
+    name, _ = get_layer(net, layer)
+    with evaluating(net), torch.enable_grad():
+        output, logits = split_forward(net, x, name)
+    to_grid = reshape if reshape is not None else (lambda t: as_grid(net, t))
+    activations = to_grid(output.detach())
+    if activations.ndim != 4:
+        raise ValueError(f"reshape must give (N, K, h, w), gave {tuple(activations.shape)}")
+    index = resolve_targets(model, logits, target)
+    return LayerPass(net, x, activations, logits, index, output, to_grid)
+
+
+# ----- the shared core ---------------------------------------------------------------------------
 
 def cam_from_weights(activations: torch.Tensor, weights: torch.Tensor,
                      size: tuple[int, int] | None = None) -> torch.Tensor:
-    """The shared core: ``ReLU(sum_k w_k A_k)`` ``(N, h, w)``, upsampled bilinearly to ``size``
+    """The shared core: ``ReLU(sum_k w_k A_k)`` ``(N, h, w)`` from ``activations`` ``(N, K, h, w)``
+    and ``weights`` ``(N, K)`` (the sum starts at zero), upsampled bilinearly to ``size``
     ``(H, W)`` if given, then min-max scaled per image to [0, 1] (0 everywhere on a flat map)."""
     maps = F.relu(torch.einsum("nk,nkhw->nhw", weights, activations))
     if size is not None and tuple(maps.shape[-2:]) != tuple(size):
         maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return _minmax(maps)
+    return minmax(maps)
 
 
-def _minmax(maps: torch.Tensor) -> torch.Tensor:
-    low = maps.amin(dim=(-2, -1), keepdim=True)
-    high = maps.amax(dim=(-2, -1), keepdim=True)
-    return (maps - low) / (high - low + EPS)
-
-
-def _run(model, x: torch.Tensor, target: Target, layer, weights_fn: WeightsFn,
-         upsample: bool) -> torch.Tensor:
-    check_batch(x)
-    net = _unwrap(model)
-    layer = layer if layer is not None else layer_roles(net).last_conv
-    with evaluating(net), torch.enable_grad():  # also inside a caller's torch.no_grad()
-        activations, logits = split_forward(net, x, layer)
-        index = resolve_targets(model, logits, target)
-        weights = weights_fn(activations, logits, index, net, x)
+def _class_map(model, x, target, layer, reshape, weights_fn, upsample: bool) -> torch.Tensor:
+    layer_pass = capture_layer(model, x, target, layer=layer, reshape=reshape)
+    with torch.enable_grad():
+        weights = weights_fn(layer_pass)
     size = tuple(x.shape[-2:]) if upsample else None
-    return cam_from_weights(activations.detach(), weights.detach(), size)
+    return cam_from_weights(layer_pass.activations, weights.detach(), size)
 
 
-def grad_cam_weights(activations: torch.Tensor, logits: torch.Tensor, index: torch.Tensor,
-                     retain_graph: bool = False) -> torch.Tensor:
-    """Grad-CAM's channel weights ``(N, K)``: the spatial mean of ``d y_c / d A``. One backward
-    for N images and N targets; ``retain_graph=True`` keeps the graph for another class."""
-    score = logits.gather(1, index[:, None]).sum()
-    (grads,) = torch.autograd.grad(score, activations, retain_graph=retain_graph)
-    return grads.mean(dim=(2, 3))
-
-
-def _gradient_weights(activations, logits, index, net, x) -> torch.Tensor:
-    return grad_cam_weights(activations, logits, index)
-
-
-def grad_cam(model, x: torch.Tensor, target: Target = None, layer=None,
-             upsample: bool = True) -> torch.Tensor:
-    """Grad-CAM: channel weights ``alpha_k = mean_ij d y_c / d A_k[i, j]`` (y_c the logit).
-
-    The backward pass runs only from the logits back to ``layer`` (``split_forward``), so it
-    works with frozen parameters and inside ``torch.no_grad()``.
-    ``x`` ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1].
-    """
-    return _run(model, x, target, layer, _gradient_weights, upsample)
-
+# ----- the variants: one weights function each ---------------------------------------------------
 
 def classifier(model) -> nn.Linear:
     """The final linear layer of a global-average-pooled classifier (ResNet, DenseNet,
     EfficientNet); raises for nets with a multi-layer head (VGG, AlexNet)."""
-    net = _unwrap(model)
+    net = unwrap(model)
     candidates = [net.get_classifier()] if hasattr(net, "get_classifier") else []
     candidates += [getattr(net, name, None) for name in ("fc", "classifier", "head")]
     candidates.append(list(net.modules())[-1])  # e.g. the Linear closing an nn.Sequential
@@ -110,54 +182,31 @@ def classifier(model) -> nn.Linear:
     return head
 
 
-def cam(model, x: torch.Tensor, target: Target = None, layer=None,
-        upsample: bool = True) -> torch.Tensor:
-    """CAM: channel weights = the classifier's weight row of class c, ``W[c, k]``.
-
-    Exact only for ``layer`` = the features that are averaged into the classifier (the default
-    last conv layer of ResNet / EfficientNet). ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1].
-    """
-    head = classifier(model)
-
-    def classifier_weights(activations, logits, index, net, x):
-        if activations.shape[1] != head.in_features:
-            raise ValueError(
-                f"CAM: the layer has {activations.shape[1]} channels but the classifier takes "
-                f"{head.in_features}; CAM needs the layer that feeds the global average pooling "
-                f"into the classifier. For other layers or nets (VGG, AlexNet) use grad_cam.")
-        return head.weight[index].to(activations.dtype)
-
-    return _run(model, x, target, layer, classifier_weights, upsample)
+def cam_weights(layer_pass: LayerPass) -> torch.Tensor:
+    """CAM's channel weights ``(N, K)``: the classifier's weight row of each target class,
+    ``W[c, k]``. Exact only at the layer whose global average feeds the classifier."""
+    head = classifier(layer_pass.model)
+    channels = layer_pass.activations.shape[1]
+    if channels != head.in_features:
+        raise ValueError(
+            f"CAM: the layer has {channels} channels but the classifier takes "
+            f"{head.in_features}; CAM needs the layer that feeds the global average pooling "
+            f"into the classifier. For other layers or nets (VGG, AlexNet) use grad_cam.")
+    return head.weight[layer_pass.index].detach().to(layer_pass.activations.dtype)
 
 
-def score_cam(model, x: torch.Tensor, target: Target = None, layer=None, top_k: int | None = None,
-              rank_by: str = "mean", score: str = "logit", memory_mb: float = 100.0,
-              progress: bool = True, upsample: bool = True) -> torch.Tensor:
-    """Score-CAM: weight each channel by how much the class likes the input seen through it.
+def grad_cam_weights(layer_pass: LayerPass, *, keep_graph: bool = False) -> torch.Tensor:
+    """Grad-CAM's channel weights ``(N, K)``: ``alpha_k = mean_ij d y_c / d A_k[i, j]``, y_c the
+    logit. One backward for N images and N targets; ``keep_graph=True`` allows another class."""
+    return layer_pass.gradients(keep_graph=keep_graph).mean(dim=(2, 3))
 
-    For channel k: ``M_k`` = ``A_k`` upsampled to the input and min-max scaled to [0, 1];
-    ``s_k`` = the class score of ``x * M_k`` (no gradients); weights = ``softmax_k(s_k)``.
-    ``score="logit"`` (default) uses the logit y_c, as torchcam does; ``"probability"`` uses
-    softmax(y)_c, as the paper's code does (softmax of probabilities in [0, 1] gives nearly equal
-    weights, so that map is close to the plain channel sum).
 
-    Cost: one forward pass per channel and image. ``top_k`` (fast mode) scores only the k
-    channels with the highest activation ``rank_by`` ("mean" or "var") and gives the others
-    weight 0. Masked inputs go through the network in chunks that fit ``memory_mb`` (the default,
-    5 images of 224 x 224, was the fastest chunk on 2 CPU cores: larger batches spill the caches);
-    flat channels get a zero mask, never a NaN. ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1].
-    """
-    if score not in ("logit", "probability"):
-        raise ValueError("score must be 'logit' or 'probability'")
-    if rank_by not in ("mean", "var"):
-        raise ValueError("rank_by must be 'mean' or 'var'")
-
-    def score_weights(activations, logits, index, net, x):
-        with torch.no_grad():
-            return _score_weights(net, x, activations.detach(), index, top_k, rank_by, score,
-                                  memory_mb, progress)
-
-    return _run(model, x, target, layer, score_weights, upsample)
+def score_cam_masks(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Score-CAM's masks: channel maps ``(K, h, w)`` of one image -> ``(K, 1, H, W)``, each
+    upsampled bilinearly to the input ``size`` and min-max scaled to [0, 1] (a flat channel gives
+    an all-zero mask, never NaN)."""
+    masks = F.interpolate(activations[:, None], size=size, mode="bilinear", align_corners=False)
+    return minmax(masks)
 
 
 # Bytes a masked image costs in a no-grad forward, as a multiple of its own size: a few of the
@@ -165,37 +214,90 @@ def score_cam(model, x: torch.Tensor, target: Target = None, layer=None, top_k: 
 _ACTIVATION_FACTOR = 32
 
 
-def _score_weights(net, x, activations, index, top_k, rank_by, score, memory_mb, progress):
+@torch.no_grad()
+def score_cam_weights(layer_pass: LayerPass, *, top_k: int | None = None, rank_by: str = "mean",
+                      score: str = "probability", channel_softmax: bool = False,
+                      memory_mb: float = 100.0, progress: bool = True) -> torch.Tensor:
+    """Score-CAM's channel weights ``(N, K)``: how much the class likes the input seen through
+    each channel. ``M_k = score_cam_masks(A)_k``; ``s_k`` = the class score of ``x * M_k``.
+
+    - the paper's definition (Wang et al. 2020, and its authors' code): ``w_k = s_k`` with ``s_k``
+      the softmax *probability* of the class (``score="probability"``, the default);
+    - torchcam and pytorch-grad-cam: ``w = softmax_k(s_k)`` over channels with ``s_k`` the *logit*
+      (``score="logit", channel_softmax=True``).
+
+    Cost: one forward pass per channel and image. ``top_k`` (fast mode) scores only the k
+    channels with the highest activation ``rank_by`` ("mean" or "var"); the others get weight 0.
+    Masked inputs go through the network in chunks that fit ``memory_mb`` (the default, 5 images
+    of 224 x 224, was the fastest chunk on 2 CPU cores: larger batches spill the caches).
+    """
+    if score not in ("logit", "probability"):
+        raise ValueError("score must be 'logit' or 'probability'")
+    if rank_by not in ("mean", "var"):
+        raise ValueError("rank_by must be 'mean' or 'var'")
+    net, x, activations = layer_pass.model, layer_pass.x, layer_pass.activations
     n, k = activations.shape[:2]
     per_image = x[0].numel() * x.element_size() * _ACTIVATION_FACTOR
     chunk = max(1, int(memory_mb * 1e6 // per_image))
     weights = torch.zeros(n, k, device=x.device, dtype=x.dtype)
-    for i in range(n):
-        a = activations[i]
-        if top_k is not None and top_k < k:
-            ranking = a.mean(dim=(1, 2)) if rank_by == "mean" else a.var(dim=(1, 2))
-            channels = ranking.topk(top_k).indices
-        else:
+    with evaluating(net):
+        for i in range(n):
+            a = activations[i]
             channels = torch.arange(k, device=x.device)
-        scores = torch.empty(len(channels), device=x.device, dtype=x.dtype)
-        steps = range(0, len(channels), chunk)
-        for start in tqdm(steps, desc=f"Score-CAM image {i + 1}/{n}", leave=False,
-                          disable=not progress or len(steps) < 2):
-            picked = channels[start:start + chunk]
-            masks = F.interpolate(a[picked][:, None], size=x.shape[-2:], mode="bilinear",
-                                  align_corners=False)
-            masks = _minmax(masks)  # (c, 1, H, W); a flat channel gives an all-zero mask
-            out = net(x[i:i + 1] * masks)
-            values = out if score == "logit" else out.softmax(dim=1)
-            scores[start:start + len(picked)] = values[:, index[i]]
-        weights[i, channels] = scores.softmax(dim=0)
+            if top_k is not None and top_k < k:
+                ranking = a.mean(dim=(1, 2)) if rank_by == "mean" else a.var(dim=(1, 2))
+                channels = ranking.topk(top_k).indices
+            scores = torch.empty(len(channels), device=x.device, dtype=x.dtype)
+            starts = range(0, len(channels), chunk)
+            for start in tqdm(starts, desc=f"Score-CAM image {i + 1}/{n}", leave=False,
+                              disable=not progress or len(starts) < 2):
+                picked = channels[start:start + chunk]
+                out = net(x[i:i + 1] * score_cam_masks(a[picked], x.shape[-2:]))
+                values = out if score == "logit" else out.softmax(dim=1)
+                scores[start:start + len(picked)] = values[:, layer_pass.index[i]]
+            weights[i, channels] = scores.softmax(dim=0) if channel_softmax else scores
     return weights
 
 
-def guided_grad_cam(model, x: torch.Tensor, target: Target = None, layer=None) -> torch.Tensor:
+# ----- the methods -------------------------------------------------------------------------------
+
+def cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
+        upsample: bool = True) -> torch.Tensor:
+    """CAM: ``ReLU(sum_k W[c, k] A_k)`` with the classifier's weights (``cam_weights``).
+    ``x`` ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1]."""
+    return _class_map(model, x, target, layer, None, cam_weights, upsample)
+
+
+def grad_cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
+             reshape: Reshape | None = None, upsample: bool = True) -> torch.Tensor:
+    """Grad-CAM: ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k = mean_ij d y_c / d A_k[i, j]``.
+
+    The backward pass runs only from the logits back to ``layer`` (``split_forward``), so it
+    works with frozen parameters and inside ``torch.no_grad()``. Token layers of transformers are
+    laid on their patch grid (``as_grid``) unless ``reshape`` says otherwise.
+    ``x`` ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1].
+    """
+    return _class_map(model, x, target, layer, reshape, grad_cam_weights, upsample)
+
+
+def score_cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
+              reshape: Reshape | None = None, top_k: int | None = None, rank_by: str = "mean",
+              score: str = "probability", channel_softmax: bool = False,
+              memory_mb: float = 100.0, progress: bool = True,
+              upsample: bool = True) -> torch.Tensor:
+    """Score-CAM: ``ReLU(sum_k w_k A_k)`` with ``w_k`` the class probability of ``x`` masked by
+    channel k. The knobs are ``score_cam_weights``' (``top_k`` is the fast mode).
+    ``x`` ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1]."""
+    weights = functools.partial(score_cam_weights, top_k=top_k, rank_by=rank_by, score=score,
+                                channel_softmax=channel_softmax, memory_mb=memory_mb,
+                                progress=progress)
+    return _class_map(model, x, target, layer, reshape, weights, upsample)
+
+
+def guided_grad_cam(model, x: torch.Tensor, target: Target = None, *,
+                    layer: Layer | None = None) -> torch.Tensor:
     """Guided Grad-CAM: guided backprop ``(N, 3, H, W)`` times the upsampled Grad-CAM map,
     fine detail where the class evidence is. Returns ``(N, 3, H, W)`` (signed)."""
-    net = _unwrap(model)
-    with torch.no_grad(), evaluating(net):
-        index = resolve_targets(model, net(x), target)
-    return guided_backprop(model, x, index) * grad_cam(model, x, index, layer)[:, None]
+    check_batch(x)
+    index = fixed_targets(model, x, target)
+    return guided_backprop(model, x, index) * grad_cam(model, x, index, layer=layer)[:, None]

@@ -15,6 +15,8 @@ from typing import Union
 import torch
 from torch import nn
 
+from .common import evaluating, unwrap
+
 __all__ = [
     "Recording",
     "LayerRoles",
@@ -30,33 +32,14 @@ __all__ = [
 Layer = Union[str, nn.Module]
 
 
-def _unwrap(model) -> nn.Module:
-    """Accept a ``LessonModel`` wherever an ``nn.Module`` is expected."""
-    inner = getattr(model, "model", None)
-    return inner if isinstance(inner, nn.Module) and not isinstance(model, nn.Module) else model
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode for the block, then restore each module's own flag."""
-    model = _unwrap(model)
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
 def layer_names(model: nn.Module) -> list[str]:
     """Every named submodule, in definition order (the names ``record`` accepts)."""
-    return [name for name, _ in _unwrap(model).named_modules() if name]
+    return [name for name, _ in unwrap(model).named_modules() if name]
 
 
 def get_layer(model: nn.Module, layer: Layer) -> tuple[str, nn.Module]:
     """Resolve a layer given by name (``"blocks.3"``) or module -> ``(name, module)``."""
-    model = _unwrap(model)
+    model = unwrap(model)
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
             if module is layer:
@@ -119,7 +102,7 @@ def record(model: nn.Module, layers: Layer | Sequence[Layer], grads: bool = Fals
     runs several times keeps its last output.
     All hooks are removed on exit, also when the body raises.
     """
-    model = _unwrap(model)
+    model = unwrap(model)
     if isinstance(layers, (str, nn.Module)):
         layers = [layers]
     resolved = [get_layer(model, layer) for layer in layers]
@@ -148,14 +131,15 @@ def record(model: nn.Module, layers: Layer | Sequence[Layer], grads: bool = Fals
 
 def split_forward(model: nn.Module, x: torch.Tensor, layer: Layer
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model(x)`` and return ``(A, logits)`` where ``A`` ``(N, K, h, w)`` is the layer's
-    output as a leaf tensor that requires grad and ``logits`` ``(N, classes)`` depends on it.
+    """Run ``model(x)`` and return ``(A, logits)`` where ``A`` (e.g. ``(N, K, h, w)``) is the
+    layer's output as a leaf tensor that requires grad and ``logits`` ``(N, classes)`` depends
+    on it.
 
     Autograd only records from the layer onwards, so ``torch.autograd.grad(score, A)`` costs a
     backward through the head of the network alone; this works with frozen parameters and when
     called inside ``torch.no_grad()``. Raises if the layer runs more than once per forward.
     """
-    model = _unwrap(model)
+    model = unwrap(model)
     name, module = get_layer(model, layer)
     captured: list[torch.Tensor] = []
 
@@ -165,9 +149,9 @@ def split_forward(model: nn.Module, x: torch.Tensor, layer: Layer
                 f"layer {name!r} runs more than once per forward pass (a shared module); "
                 "choose the block that contains it instead"
             )
-        if not isinstance(output, torch.Tensor) or output.ndim != 4:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
-            raise ValueError(f"layer {name!r} must output (N, K, h, w); it gives {shape}")
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {name!r} returns a {type(output).__name__}, not a tensor; "
+                            "choose a layer that returns one")
         leaf = output.detach().requires_grad_(True)
         captured.append(leaf)
         torch.set_grad_enabled(True)
@@ -188,11 +172,11 @@ def split_forward(model: nn.Module, x: torch.Tensor, layer: Layer
 
 @dataclass(frozen=True)
 class LayerRoles:
-    """Layers worth looking at: ``stages`` from early to late, and ``last_conv`` (the last
-    spatial layer, the usual choice for CAM methods)."""
+    """Layers worth looking at: ``stages`` from early to late, and ``cam_layer``, the layer CAM
+    methods explain by default (a CNN's last spatial feature maps; a ViT's last ``norm1``)."""
 
     stages: list[str]
-    last_conv: str
+    cam_layer: str
 
     def pick(self, where: str) -> str:
         """``"early"``, ``"middle"`` or ``"late"`` -> a stage name."""
@@ -203,14 +187,27 @@ class LayerRoles:
 
 
 def layer_roles(model: nn.Module) -> LayerRoles:
-    """Find the conv stages and the last conv layer of a CNN by its structure, not by its name.
+    """Find the stages and the CAM layer of a network by its structure, not by its name.
 
-    Known families: timm EfficientNet (``blocks.i``), torchvision ResNet (``layer1..4``),
-    VGG/AlexNet (each ReLU in ``features``), DenseNet (dense blocks). Any other CNN: every
+    Known families: timm EfficientNet (``blocks.i``; CAM layer ``bn2``, the BatchNorm + ReLU6
+    after the last conv), torchvision ResNet (``layer1..4``), VGG/AlexNet (each ReLU in
+    ``features``), DenseNet (dense blocks), timm ViT / DeiT (``blocks.i``; CAM layer the last
+    block's ``norm1``, as pytorch-grad-cam recommends: the final norm only feeds the class
+    token) and Swin (``layers.i``; CAM layer the last stage's last block). Any other CNN: every
     ``nn.Conv2d`` in order.
     """
-    model = _unwrap(model)
+    model = unwrap(model)
     children = dict(model.named_children())
+    blocks = getattr(model, "blocks", None)
+    if "patch_embed" in children and isinstance(blocks, nn.Sequential) and blocks \
+            and hasattr(blocks[-1], "norm1"):  # ViT, DeiT
+        return LayerRoles([f"blocks.{i}" for i in range(len(blocks))],
+                          f"blocks.{len(blocks) - 1}.norm1")
+    stages = getattr(model, "layers", None)
+    if "patch_embed" in children and isinstance(stages, nn.Sequential) \
+            and hasattr(stages[-1], "blocks"):  # Swin
+        return LayerRoles([f"layers.{i}" for i in range(len(stages))],
+                          f"layers.{len(stages) - 1}.blocks.{len(stages[-1].blocks) - 1}")
     if {"conv_stem", "bn1", "blocks", "bn2"} <= children.keys():  # timm EfficientNet / MobileNet
         blocks = [f"blocks.{i}" for i in range(len(model.blocks))]
         return LayerRoles(["bn1", *blocks, "bn2"], "bn2")
@@ -233,4 +230,4 @@ def layer_roles(model: nn.Module) -> LayerRoles:
 
 def conv_layers(model: nn.Module) -> list[str]:
     """Names of every ``nn.Conv2d`` in definition order."""
-    return [name for name, m in _unwrap(model).named_modules() if isinstance(m, nn.Conv2d)]
+    return [name for name, m in unwrap(model).named_modules() if isinstance(m, nn.Conv2d)]

@@ -17,6 +17,7 @@ import os
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,11 +25,12 @@ import torchvision
 from torch import nn
 from torchvision import transforms as T
 
-from .hooks import evaluating
+from .common import evaluating
 from .images import ImageSource, load_image
 
 __all__ = [
     "LessonModel",
+    "Prediction",
     "WeightsUnavailableError",
     "load_model",
     "model_names",
@@ -38,6 +40,8 @@ __all__ = [
 
 BUNDLED = "efficientnet_lite0"
 ZOO = ("alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "densenet121")
+COURSE = ("course_vit", "course_cnn")  # trained by tools/train_vit.py, weights in data/models
+TIMM_ZOO = {"vit_tiny_patch16_224": "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"}  # hub ids
 MIRROR_ENV = "CNNVIS_WEIGHTS_MIRROR"  # a teacher's local copy of download.pytorch.org/models/
 
 
@@ -46,8 +50,8 @@ class WeightsUnavailableError(RuntimeError):
 
 
 def model_names() -> list[str]:
-    """Names ``load_model`` accepts; the first one works offline."""
-    return [BUNDLED, *ZOO]
+    """Names ``load_model`` accepts; the first one and the course models work offline."""
+    return [BUNDLED, *COURSE, *ZOO, *TIMM_ZOO]
 
 
 def device() -> torch.device:
@@ -60,11 +64,20 @@ def imagenet_labels() -> list[str]:
     return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+class Prediction(NamedTuple):
+    """One of a model's top guesses: ``label`` ("tabby"), ``probability`` (softmax) and the class
+    ``index`` (what ``target=`` takes)."""
+
+    label: str
+    probability: float
+    index: int
+
+
 @dataclass
 class LessonModel:
     """A classifier with what a lesson needs around it.
 
-    Attributes: ``model`` (``nn.Module``, eval mode), ``name``, ``labels`` (1,000 strings),
+    Attributes: ``model`` (``nn.Module``, eval mode), ``name``, ``labels`` (one per class),
     ``mean``/``std`` (per-channel normalisation), ``resize`` and ``crop`` (pixels),
     ``interpolation`` (for the resize).
     """
@@ -88,6 +101,11 @@ class LessonModel:
                 T.Normalize(self.mean, self.std),
             ]
         )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, classes)`` for a batch ``(N, 3, H, W)``: the network's own forward pass
+        (with autograd as the caller has it; the model stays in eval mode)."""
+        return self.model(x)
 
     @property
     def device(self) -> torch.device:
@@ -124,7 +142,7 @@ class LessonModel:
         return (0 - mean) / std, (1 - mean) / std
 
     def class_index(self, target: int | str) -> int:
-        """A class as an index: an int in [0, 1000) or a label such as ``"tabby"``."""
+        """A class as an index: an int in [0, len(labels)) or a label such as ``"tabby"``."""
         if isinstance(target, (int, np.integer)):
             if not 0 <= int(target) < len(self.labels):
                 raise ValueError(f"class index {target} is outside [0, {len(self.labels)})")
@@ -136,16 +154,18 @@ class LessonModel:
         close = difflib.get_close_matches(wanted, lowered, n=5, cutoff=0.5)
         close += [label for label in lowered if wanted in label and label not in close][:5]
         hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"unknown class {target!r}.{hint} See model.labels for all 1,000.")
+        raise ValueError(f"unknown class {target!r}.{hint} "
+                         f"See model.labels for all {len(self.labels):,}.")
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
-        """Top-``k`` ``(label, probability)`` pairs for each image of the batch ``(N, 3, H, W)``."""
+    def predict(self, x: torch.Tensor, k: int = 5) -> list[list[Prediction]]:
+        """Top-``k`` ``Prediction(label, probability, index)`` for each image of the batch
+        ``(N, 3, H, W)``, most probable first."""
         with evaluating(self.model):
             probs = self.model(x.to(self.device)).softmax(dim=1)
         top = probs.topk(k, dim=1)
         return [
-            [(self.labels[i], float(p)) for p, i in zip(values, indices)]
+            [Prediction(self.labels[i], float(p), int(i)) for p, i in zip(values, indices)]
             for values, indices in zip(top.values.tolist(), top.indices.tolist())
         ]
 
@@ -162,6 +182,10 @@ def load_model(name: str = BUNDLED, pretrained: bool = True) -> LessonModel:
         lesson_model = _load_lite0(pretrained)
     elif key in ZOO:
         lesson_model = _load_zoo(key, pretrained)
+    elif key in COURSE:
+        lesson_model = _load_course(key, pretrained)
+    elif key in TIMM_ZOO:
+        lesson_model = _load_timm_zoo(key, pretrained)
     else:
         close = difflib.get_close_matches(key, model_names(), n=3)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -256,3 +280,69 @@ def _ensure_cached(url: str, timeout: float = 5.0) -> None:
         ) from error
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.hub.download_url_to_file(source, str(path), progress=True)
+
+
+def _load_course(name: str, pretrained: bool) -> LessonModel:
+    """The course's own ViT or CNN for the shapes task (``helpers.shapes``), stored in float16."""
+    from .shapes import SHAPES, SIZE, build_course_model
+
+    with torch.random.fork_rng(devices=[]):
+        model = build_course_model(name)
+    if pretrained:
+        path = Path(__file__).resolve().parents[1] / "data" / "models" / f"{name}.pt"
+        if not path.exists():
+            raise WeightsUnavailableError(f"{path} is missing; tools/train_vit.py makes it")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    return LessonModel(model=model, name=name, labels=list(SHAPES), mean=(0.5, 0.5, 0.5),
+                       std=(0.5, 0.5, 0.5), resize=SIZE, crop=SIZE)
+
+
+def _load_timm_zoo(name: str, pretrained: bool) -> LessonModel:
+    """A timm ImageNet model (weights from the Hugging Face hub, cached after the first use)."""
+    import timm
+
+    file = None
+    if pretrained:
+        file = _timm_weights_file(name, TIMM_ZOO[name])
+    with torch.random.fork_rng(devices=[]):
+        model = timm.create_model(name, pretrained=pretrained,
+                                  pretrained_cfg_overlay={"file": file} if file else None)
+    cfg = model.pretrained_cfg
+    crop = int(cfg["input_size"][-1])
+    return LessonModel(model=model, name=name, labels=imagenet_labels(),
+                       mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                       resize=int(crop / cfg["crop_pct"]), crop=crop,
+                       interpolation=T.InterpolationMode(cfg["interpolation"]))
+
+
+def _timm_weights_file(name: str, hub_id: str, timeout: float = 5.0) -> str | None:
+    """A local weights file for a timm model (``$TORCH_HOME/hub/checkpoints/<name>.safetensors``
+    or the Hugging Face cache), ``None`` when the hub is reachable (timm downloads it), else
+    ``WeightsUnavailableError`` at once."""
+    from huggingface_hub import try_to_load_from_cache
+
+    local = Path(torch.hub.get_dir()) / "checkpoints" / f"{name}.safetensors"
+    if local.exists():
+        return str(local)
+    cached = try_to_load_from_cache(hub_id, "model.safetensors")
+    if isinstance(cached, str):
+        return cached
+    url = f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors"
+    mirror = os.environ.get(MIRROR_ENV)
+    source = mirror.rstrip("/") + "/" + local.name if mirror else url
+    try:
+        urllib.request.urlopen(urllib.request.Request(source, method="HEAD"), timeout=timeout)
+    except Exception as error:  # noqa: BLE001 - any failure means: not reachable now
+        raise WeightsUnavailableError(
+            f"the ImageNet weights of {name} are not cached and cannot be downloaded "
+            f"({error}).\n  Looked for: {local}\n  Download {url} elsewhere and copy it there "
+            f"(or set {MIRROR_ENV} to a folder URL that serves {local.name}).\n  "
+            f"'course_vit' (a ViT trained for this course) works offline: "
+            f"load_model('course_vit')."
+        ) from error
+    if mirror:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(source, str(local), progress=False)
+        return str(local)
+    return None

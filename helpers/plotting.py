@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .common import EPS, minmax
+
 __all__ = [
     "HEATMAP_CMAP",
     "SIGNED_CMAP",
@@ -25,6 +27,9 @@ __all__ = [
     "channel_grid",
     "overlay",
     "show_heatmaps",
+    "as_color",
+    "as_grey",
+    "split_signs",
     "figure_to_png",
     "to_numpy_image",
     "setup_notebook",
@@ -33,8 +38,9 @@ __all__ = [
     "colorize",
     "array_to_png",
     "blend",
+    "gif_bytes",
     "save_gif",
-    "animation_html",
+    "animation",
 ]
 
 HEATMAP_CMAP = "jet"  # the CAM literature's colour map: students compare with the papers
@@ -89,7 +95,7 @@ def plot_predictions(image, predictions: Sequence[tuple[str, float]], title: str
         fig = ax_img.figure
     ax_img.imshow(to_numpy_image(image))
     ax_img.axis("off")
-    label, prob = predictions[0]
+    label, prob = predictions[0][:2]  # (label, probability) or a Prediction(label, p, index)
     ax_img.set_title(title or f"{label} ({prob:.0%})", fontsize=10)
     labels = [p[0] for p in predictions][::-1]
     probs = [p[1] for p in predictions][::-1]
@@ -173,6 +179,48 @@ def show_heatmaps(image, heatmaps: Sequence, titles: Sequence[str], panel: float
                                             cmap=HEATMAP_CMAP)
     fig.colorbar(mappable, ax=list(axes), fraction=0.02, pad=0.02, label="relevance")
     return fig
+
+
+# ----- gradients as pictures ---------------------------------------------------------------------
+
+def as_color(grad: torch.Tensor, *, clip: float | None = 0.99) -> torch.Tensor:
+    """``(N, 3, H, W)`` -> ``(N, H, W, 3)`` in [0, 1]: a signed gradient as colour, zero at
+    mid-grey 0.5. Each image is divided by its ``clip`` quantile of ``|grad|`` (Smilkov et al.
+    cap at the 99th percentile: without the cap a few extreme pixels set the scale and the rest
+    comes out uniform grey; ``None``: by the maximum) and clamped to [-1, 1]."""
+    magnitude = grad.abs().flatten(1).float()
+    cap = magnitude.amax(dim=1) if clip is None else torch.quantile(magnitude, clip, dim=1)
+    scaled = grad / cap.to(grad.dtype).clamp_min(EPS).view(-1, 1, 1, 1)
+    return (0.5 + 0.5 * scaled.clamp(-1, 1)).permute(0, 2, 3, 1)
+
+
+def as_grey(grad: torch.Tensor, *, reduce: str = "max", clip: float | None = 0.99
+            ) -> torch.Tensor:
+    """``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1]: |grad| reduced over colour channels by
+    ``"max"`` (Simonyan et al.) or ``"sum"`` (a common variant), capped at its ``clip``
+    quantile per image (Smilkov et al. cap at the 99th percentile, so that a few extreme pixels
+    do not set the scale; ``clip=None``: no cap), then min-max per image."""
+    if reduce not in ("max", "sum"):
+        raise ValueError("reduce must be 'max' or 'sum'")
+    magnitude = grad.abs().amax(dim=1) if reduce == "max" else grad.abs().sum(dim=1)
+    if clip is not None:
+        cap = torch.quantile(magnitude.flatten(1).float(), clip, dim=1).view(-1, 1, 1)
+        magnitude = torch.minimum(magnitude, cap.to(magnitude.dtype))
+    return minmax(magnitude)
+
+
+def split_signs(grad: torch.Tensor, *, clip: float | None = 0.99
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, 3, H, W)`` -> ``(positive, negative)``, each ``(N, H, W, 3)`` in [0, 1]: the parts
+    of the gradient that raise / lower the score, each capped at its ``clip`` quantile per image
+    (``None``: at its maximum) and divided by that cap."""
+    def scale(t):
+        flat = t.flatten(1).float()
+        cap = flat.amax(dim=1) if clip is None else torch.quantile(flat, clip, dim=1)
+        cap = cap.to(t.dtype).clamp_min(EPS).view(-1, 1, 1, 1)
+        return torch.minimum(t / cap, torch.ones_like(t)).permute(0, 2, 3, 1)
+
+    return scale(grad.clamp(min=0)), scale((-grad).clamp(min=0))
 
 
 def figure_to_png(fig: Figure, dpi: int = 80) -> bytes:
@@ -273,37 +321,50 @@ def blend(image: np.ndarray, heatmap, alpha: float = 0.5, cmap: str = HEATMAP_CM
     return mixed.round().clip(0, 255).astype(np.uint8)
 
 
-def save_gif(frames: Sequence[np.ndarray], path, seconds_per_frame: float = 0.1) -> None:
-    """Frames ``uint8 (H, W, 3)`` -> an animated GIF that loops (PIL, no extra dependency)."""
-    from PIL import Image
+def gif_bytes(frames: Sequence[np.ndarray], *, titles: Sequence[str] | None = None,
+              seconds_per_frame: float = 0.15, scale: int = 1) -> bytes:
+    """Frames ``uint8 (H, W, 3)`` -> the bytes of an animated GIF that loops (PIL only).
 
-    images = [Image.fromarray(np.asarray(frame)) for frame in frames]
-    if not images:
-        raise ValueError("save_gif needs at least one frame")
-    images[0].save(path, save_all=True, append_images=images[1:], loop=0,
+    ``titles``: one caption per frame, written on a white strip above it; ``scale``: enlarge
+    each frame by that integer factor (nearest neighbour)."""
+    from PIL import Image, ImageDraw
+
+    if not len(frames):
+        raise ValueError("an animation needs at least one frame")
+    if titles is not None and len(titles) != len(frames):
+        raise ValueError(f"got {len(titles)} titles for {len(frames)} frames")
+    images = []
+    for i, frame in enumerate(frames):
+        image = Image.fromarray(np.ascontiguousarray(frame))
+        if scale > 1:
+            image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        if titles is not None:
+            captioned = Image.new("RGB", (image.width, image.height + 16), "white")
+            captioned.paste(image, (0, 16))
+            ImageDraw.Draw(captioned).text((4, 2), titles[i], fill="black")
+            image = captioned
+        images.append(image)
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], loop=0,
                    duration=int(seconds_per_frame * 1000))
+    return buffer.getvalue()
 
 
-def animation_html(frames: Sequence[np.ndarray], titles: Sequence[str] | None = None,
-                   seconds_per_frame: float = 0.15, size: float = 3.5) -> str:
-    """Frames -> an HTML/JavaScript player with play/pause and a frame slider (matplotlib's
-    ``FuncAnimation.to_jshtml``); works in JupyterLab, Colab and a static notebook viewer."""
-    from matplotlib.animation import FuncAnimation
+def save_gif(frames: Sequence[np.ndarray], path, *, titles: Sequence[str] | None = None,
+             seconds_per_frame: float = 0.15, scale: int = 1) -> None:
+    """Write ``gif_bytes(frames, ...)`` to ``path``."""
+    from pathlib import Path
 
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.axis("off")
-    shown = ax.imshow(np.asarray(frames[0]))
-    title = ax.set_title(titles[0] if titles else "", fontsize=10)
+    Path(path).write_bytes(gif_bytes(frames, titles=titles, seconds_per_frame=seconds_per_frame,
+                                     scale=scale))
 
-    def update(i):
-        shown.set_data(np.asarray(frames[i]))
-        if titles:
-            title.set_text(titles[i])
-        return shown, title
 
-    animation = FuncAnimation(fig, update, frames=len(frames),
-                              interval=seconds_per_frame * 1000, blit=False)
-    with plt.rc_context({"animation.frame_format": "jpeg", "savefig.dpi": 72}):
-        html = animation.to_jshtml(default_mode="once")  # JPEG frames: a fraction of PNG's size
-    plt.close(fig)
-    return html
+def animation(frames: Sequence[np.ndarray], *, titles: Sequence[str] | None = None,
+              seconds_per_frame: float = 0.15, scale: int = 1):
+    """An animation a notebook stores as an embedded ``image/gif`` output: nothing is loaded from
+    the network and it plays on GitHub, nbviewer and in JupyterLab. Make it a cell's last value
+    (or ``display`` it)."""
+    from IPython.display import Image
+
+    return Image(data=gif_bytes(frames, titles=titles, seconds_per_frame=seconds_per_frame,
+                                scale=scale), format="gif")

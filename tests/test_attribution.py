@@ -15,15 +15,13 @@ from torch import nn
 
 from helpers.attribution import (
     UnsupportedActivationError,
-    as_color,
-    as_grey,
     deconvnet,
     gradient_x_input,
     guided_backprop,
     saliency,
     smooth_grad,
-    split_signs,
 )
+from helpers.plotting import as_color, as_grey, split_signs
 
 METHODS = [saliency, gradient_x_input, deconvnet, guided_backprop]
 
@@ -61,7 +59,7 @@ def test_elementwise_rules_on_a_single_relu6():
     active = (z > 0) & (z < 6)
     for method, expected in (
         (saliency, w * active),                         # forward mask
-        (deconvnet, w.clamp(0, 6)),                     # gradient mask only
+        (deconvnet, w.clamp(min=0)),                    # gradient sign only
         (guided_backprop, w.clamp(min=0) * active),     # both
     ):
         got = method(Probe(), x.view(1, 1, 1, 8), 0).view(1, 8)
@@ -91,7 +89,7 @@ def reference(net: SmallReLU6Net, x: torch.Tensor, target: int, rule: str) -> to
     """Backward by hand: autograd only through the linear parts, the ReLU6 rules written out."""
     def through(g, z):
         if rule == "deconvnet":
-            return g.clamp(0, 6)
+            return g.clamp(min=0)
         mask = ((z > 0) & (z < 6)).to(g.dtype)
         return g * mask if rule == "vanilla" else g.clamp(min=0) * mask
 
@@ -177,7 +175,11 @@ def test_display_transforms():
     grad = torch.randn(2, 3, 5, 5)
     colour, grey = as_color(grad), as_grey(grad)
     assert colour.shape == (2, 5, 5, 3) and grey.shape == (2, 5, 5)
-    assert colour.min() == 0 and colour.max() == 1 and grey.min() == 0 and grey.max() == 1
+    assert colour.min() >= 0 and colour.max() <= 1 and grey.min() == 0 and grey.max() == 1
+    assert ((colour - 0.5).abs().amax(dim=(1, 2, 3)) == 0.5).all()  # the 99th percentile saturates
+    # zero is mid-grey, and the sign survives the colour mapping
+    torch.testing.assert_close(as_color(torch.zeros(1, 3, 4, 4)), torch.full((1, 4, 4, 3), 0.5))
+    assert ((colour > 0.5) == (grad.permute(0, 2, 3, 1) > 0)).all()
     pos, neg = split_signs(grad)
     assert (pos >= 0).all() and (neg >= 0).all() and pos.max() == 1 and neg.max() == 1
     assert torch.isfinite(as_grey(torch.zeros(1, 3, 4, 4))).all()

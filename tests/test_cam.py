@@ -20,7 +20,18 @@ from torchcam.methods import GradCAM as TorchcamGradCAM
 from torchcam.methods import ScoreCAM as TorchcamScoreCAM
 
 import helpers
-from helpers.cam import cam, grad_cam, guided_grad_cam, score_cam
+from helpers import record
+from helpers.cam import (
+    cam,
+    cam_from_weights,
+    cam_weights,
+    capture_layer,
+    grad_cam,
+    grad_cam_weights,
+    guided_grad_cam,
+    score_cam,
+    score_cam_weights,
+)
 from helpers.images import collage
 
 
@@ -49,7 +60,7 @@ def test_grad_cam_equals_three_peer_libraries(name, layer, lite0, cat_coffee, re
     net = lite0.model if name == "efficientnet_lite0" else resnet50
     x = cat_coffee
     targets = [281, 967]
-    ours = grad_cam(net, x, targets, layer)
+    ours = grad_cam(net, x, targets, layer=layer)
     assert ours.shape == (2, 224, 224) and ours.min() >= 0 and ours.max() <= 1
     # The peers need parameters that require grad (grad-cam and torchcam fail on frozen ones).
     peer_net = copy.deepcopy(net).requires_grad_(True)
@@ -72,10 +83,11 @@ def test_grad_cam_equals_three_peer_libraries(name, layer, lite0, cat_coffee, re
 @pytest.fixture(scope="module")
 def score_maps(lite0, cat_coffee):
     x = cat_coffee[:1]
-    return x, score_cam(lite0, x, 281, progress=False)
+    return x, score_cam(lite0, x, 281, score="logit", channel_softmax=True, progress=False)
 
 
 def test_score_cam_agrees_with_torchcam(lite0, score_maps):
+    # torchcam's variant: softmax over channels of the masked logits
     x, ours = score_maps
     with TorchcamScoreCAM(lite0.model, "bn2", batch_size=32) as extractor:
         with torch.no_grad():
@@ -87,7 +99,8 @@ def test_score_cam_agrees_with_torchcam(lite0, score_maps):
 
 def test_score_cam_fast_mode_ranks_pixels_like_full_mode(lite0, score_maps):
     x, full = score_maps
-    fast = score_cam(lite0, x, 281, top_k=128, progress=False)
+    fast = score_cam(lite0, x, 281, top_k=128, score="logit", channel_softmax=True,
+                     progress=False)
     assert spearmanr(fast.flatten().numpy(), full.flatten().numpy()).statistic >= 0.95
 
 
@@ -139,4 +152,54 @@ def test_guided_grad_cam_and_model_unchanged(lite0, cat_coffee):
     before = snapshot(lite0.model)
     out = guided_grad_cam(lite0, cat_coffee, [281, 967])
     assert out.shape == cat_coffee.shape and torch.isfinite(out).all()
+    assert_unchanged(before, lite0.model)
+
+
+def test_score_cam_weights_are_the_papers_definition():
+    """w_k = softmax(f(x * M_k))_c with M_k the upsampled, min-max scaled channel k; no softmax
+    over channels. Written out channel by channel on a small net."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Conv2d(5, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(6, 4)).eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    layer_pass = capture_layer(net, x, [1, 3], layer="2")
+    ours = score_cam_weights(layer_pass, progress=False)
+    expected = torch.zeros(2, 5)
+    with torch.no_grad():
+        for i, c in enumerate([1, 3]):
+            for k in range(5):
+                mask = F.interpolate(layer_pass.activations[i:i + 1, k:k + 1], size=(16, 16),
+                                     mode="bilinear", align_corners=False)
+                span = mask.max() - mask.min()
+                mask = (mask - mask.min()) / span if span > 0 else torch.zeros_like(mask)
+                expected[i, k] = net(x[i:i + 1] * mask).softmax(dim=1)[0, c]
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-5)
+    channel_softmax = score_cam_weights(layer_pass, score="logit", channel_softmax=True,
+                                        progress=False)
+    torch.testing.assert_close(channel_softmax.sum(dim=1), torch.ones(2))
+    maps = cam_from_weights(layer_pass.activations, ours, (16, 16))
+    torch.testing.assert_close(maps, score_cam(net, x, [1, 3], layer="2", progress=False))
+
+
+def test_grad_cam_weights_are_the_mean_gradient_and_cam_weights_the_classifier(lite0, cat_coffee):
+    layer_pass = capture_layer(lite0, cat_coffee, [281, 967])
+    with record(lite0, "bn2", grads=True) as rec:
+        logits = lite0(cat_coffee.clone().requires_grad_(True))
+        logits[[0, 1], [281, 967]].sum().backward()
+    torch.testing.assert_close(grad_cam_weights(layer_pass), rec.grad("bn2").mean(dim=(2, 3)),
+                               atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(cam_weights(layer_pass), lite0.model.classifier.weight[[281, 967]])
+    assert all(p.grad is None for p in lite0.model.parameters())
+
+
+def test_inference_mode_gets_a_clear_error_and_changes_nothing(lite0, cat_coffee):
+    before = snapshot(lite0.model)
+    for method in (grad_cam, score_cam, guided_grad_cam):
+        with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+            method(lite0, cat_coffee[:1], 281)
+    with torch.inference_mode():
+        made_inside = lite0.preprocess("cat")
+    with pytest.raises(RuntimeError, match="inference_mode"):
+        grad_cam(lite0, made_inside, 281)
     assert_unchanged(before, lite0.model)

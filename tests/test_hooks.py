@@ -22,7 +22,7 @@ def test_record_equals_create_feature_extractor(name, lite0):
     lesson_model = lite0 if name == "efficientnet_lite0" else helpers.load_model(
         name, pretrained=False)
     roles = helpers.layer_roles(lesson_model)
-    layers = [roles.pick("early"), roles.pick("middle"), roles.last_conv]
+    layers = [roles.pick("early"), roles.pick("middle"), roles.cam_layer]
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     before = snapshot(lesson_model.model)
     with helpers.record(lesson_model, layers) as rec, torch.no_grad():

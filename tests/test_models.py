@@ -130,10 +130,10 @@ def test_every_zoo_architecture_builds_and_has_roles(name):
     lesson_model = helpers.load_model(name, pretrained=False)
     roles = helpers.layer_roles(lesson_model)
     names = set(helpers.layer_names(lesson_model))
-    assert roles.last_conv in names and set(roles.stages) <= names
+    assert roles.cam_layer in names and set(roles.stages) <= names
     assert len(roles.stages) >= 4
     x = torch.zeros(1, 3, lesson_model.crop, lesson_model.crop)
-    with helpers.record(lesson_model, roles.stages + [roles.last_conv]) as rec, torch.no_grad():
+    with helpers.record(lesson_model, roles.stages + [roles.cam_layer]) as rec, torch.no_grad():
         lesson_model.model(x)
     assert all(rec[s].ndim == 4 for s in roles.stages)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 import torch
 from conftest import assert_unchanged, snapshot
 
-from helpers.attribution import as_grey, saliency
+from helpers.attribution import saliency
 from helpers.cam import grad_cam
 from helpers.images import collage
+from helpers.plotting import as_grey
 from helpers.widgets import ClassExplorer, FeatureMapExplorer, FilterExplorer
 
 
@@ -45,7 +48,7 @@ def test_filter_explorer_shows_the_selected_filter(lite0):
 @pytest.mark.parametrize("method", ["grad_cam", "saliency"])
 def test_class_explorer_equals_the_reference_methods(lite0, method):
     before = snapshot(lite0.model)
-    explorer = ClassExplorer(lite0, {"pair": collage("cat", "coffee")}, method=method)
+    explorer = ClassExplorer(lite0, {"pair": collage("cat", "coffee")}, methods=[method])
     x = lite0.preprocess(collage("cat", "coffee"))
     for target in (281, 967):
         explorer.class_menu.value = target
@@ -53,3 +56,30 @@ def test_class_explorer_equals_the_reference_methods(lite0, method):
             as_grey(saliency(lite0, x, target))[0]
         torch.testing.assert_close(explorer.heatmap("pair", target), expected, atol=1e-5, rtol=0)
     assert_unchanged(before, lite0.model)
+
+
+def test_class_explorer_slow_methods_equal_helpers_and_any_class_is_offered(lite0):
+    from helpers.attribution import guided_backprop
+    from helpers.cam import score_cam
+
+    explorer = ClassExplorer(lite0, ["cat"], methods=["score_cam", "guided_backprop"], top_k=8)
+    assert len(explorer.class_menu.options) == 1000  # every class, the image's top ones first
+    first = explorer.class_menu.options[0][1]
+    assert first == int(lite0(lite0.preprocess("cat")).argmax())
+    explorer.search.value = "espresso"
+    assert explorer.class_menu.value == 967
+    x = lite0.preprocess("cat")
+    expected = score_cam(lite0, x, 967, layer=explorer.layer_menu.value, top_k=8,
+                         progress=False)[0]
+    torch.testing.assert_close(explorer.heatmap("cat", 967), expected)
+    explorer.method_menu.value = "guided_backprop"
+    torch.testing.assert_close(explorer.heatmap("cat", 967),
+                               as_grey(guided_backprop(lite0, x, 967))[0])
+
+
+def test_explorers_store_their_first_picture_for_static_viewers(lite0):
+    explorer = FilterExplorer(lite0)
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"]) == bytes(explorer.picture.value)
+    assert bundle["text/plain"].startswith("FilterExplorer")

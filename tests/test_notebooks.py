@@ -1,0 +1,99 @@
+"""The stored lessons are what a reader sees on GitHub, nbviewer or Binder before running anything:
+they must keep the lesson shape and carry no jargon, no stale widgets, no repr junk and nothing
+loaded from the network. (nbval runs them; this file reads them as stored.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+# Words of the documents the course was made from; students see papers and methods instead.
+JARGON = re.compile(r"\bseeds? ?\d{3}\b|\(seed steps?\)|\bthe seeds?'|\bseed documents?\b",
+                    re.IGNORECASE)
+REPR_JUNK = re.compile(r"^(<(Axes|Figure|matplotlib)[^>]*>|Text\(.*\)|\[<matplotlib.*\]|"
+                       r"<Figure size .*>)", re.MULTILINE)
+REMOTE_LOAD = re.compile(r"""<(script|link|img|iframe)[^>]+(src|href)=["']?(https?:)?//""",
+                         re.IGNORECASE)
+MAX_BYTES = 1_500_000
+
+
+def test_there_are_lessons():
+    assert len(NOTEBOOKS) >= 9
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.name)
+def lesson(request):
+    return request.param, nbformat.read(request.param, as_version=4)
+
+
+def _outputs(nb):
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            yield index, output
+
+
+def _texts(output) -> list[str]:
+    texts = [output.get("text", "")]
+    for mime in ("text/plain", "text/html", "application/javascript"):
+        value = output.get("data", {}).get(mime, "")
+        texts.append("".join(value) if isinstance(value, list) else value)
+    return texts
+
+
+def test_no_source_document_jargon(lesson):
+    path, nb = lesson
+    for index, cell in enumerate(nb.cells):
+        found = JARGON.search(cell.source)
+        assert not found, f"{path.name} cell {index}: {found.group(0)!r}"
+    for index, output in _outputs(nb):
+        for text in _texts(output):
+            found = JARGON.search(text)
+            assert not found, f"{path.name} cell {index} output: {found.group(0)!r}"
+
+
+def test_no_stale_widgets_or_repr_junk(lesson):
+    path, nb = lesson
+    for index, output in _outputs(nb):
+        data = output.get("data", {})
+        if WIDGET_VIEW in data:  # only explorers, which store their first picture beside the view
+            assert "image/png" in data or "image/jpeg" in data, (
+                f"{path.name} cell {index}: a widget (progress bar?) without a stored picture")
+        for text in _texts(output):
+            found = REPR_JUNK.search(text)
+            assert not found, f"{path.name} cell {index}: repr line {found.group(0)!r}"
+        assert output.get("output_type") != "error", f"{path.name} cell {index} stored an error"
+
+
+def test_nothing_loaded_from_the_network(lesson):
+    path, nb = lesson
+    for index, output in _outputs(nb):
+        for text in _texts(output):
+            found = REMOTE_LOAD.search(text)
+            assert not found, f"{path.name} cell {index} loads {found.group(0)!r} from the network"
+
+
+def test_lesson_shape(lesson):
+    path, nb = lesson
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# ")
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    parameters = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1 and "MODEL" in parameters[0].source, "one parameters cell"
+    assert any(re.search(r"^\s*assert ", c.source, re.MULTILINE) for c in code), "a self-check"
+    solutions = [c for c in nb.cells if "### BEGIN SOLUTION" in c.source]
+    assert len(solutions) >= 2, "at least two exercises with nbgrader-marked solutions"
+    for cell in solutions:
+        assert cell.source.count("### BEGIN SOLUTION") == cell.source.count("### END SOLUTION")
+    assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size / 1e6:.1f} MB"
+
+
+def test_every_cell_was_run_in_order(lesson):
+    path, nb = lesson
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    assert None not in counts, f"{path.name} has cells that were never run"
+    assert counts == sorted(counts), f"{path.name} was not run top to bottom"
