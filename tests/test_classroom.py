@@ -402,7 +402,7 @@ def test_every_explorer_in_the_lessons_stores_a_picture(course_copy, tmp_path):
         _, _, count = site.prepare(nbformat.read(path, as_version=4))
         if count:
             missing[path.name] = count
-    assert not missing, f"explorer outputs without image/png (re-execute the lessons): {missing}"
+    assert not missing, f"explorer outputs without a stored picture (re-execute): {missing}"
 
 
 def _browser_missing() -> str | None:
