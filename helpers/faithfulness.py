@@ -74,8 +74,9 @@ def occlusion(model, x: torch.Tensor, target: Target = None, *, window: int = 16
     positive = hiding it hurts the class. ``baseline`` 0.0 is the mean colour for models
     normalised with the dataset mean (grey for Lite0); a tensor broadcastable to ``x`` gives a
     baseline image. Occluded copies run ``batch_size`` at a time (8: the fastest per image on 2
-    CPU cores for Lite0). Equals ``captum.attr.Occlusion(model).attribute(x,
-    sliding_window_shapes=(3, w, w), strides=(3, s, s), baselines=baseline, target=c)[:, 0]``.
+    CPU cores for Lite0), in channels-last memory order. Equals
+    ``captum.attr.Occlusion(model).attribute(x, sliding_window_shapes=(3, w, w),
+    strides=(3, s, s), baselines=baseline, target=c)[:, 0]``.
 
     ``(N, 3, H, W)`` -> ``(N, H, W)``, signed.
     """
@@ -103,10 +104,16 @@ def occlusion(model, x: torch.Tensor, target: Target = None, *, window: int = 16
             batch = x[i:i + 1].repeat(len(chunk), 1, 1, 1)
             for j, (r, c) in enumerate(chunk):
                 batch[j, :, r:r + window, c:c + window] = fill[i, :, r:r + window, c:c + window]
-            drop = clean[i] - net(batch)[:, classes[i]]
+            drop = clean[i] - net(_channels_last(batch))[:, classes[i]]
             for j, (r, c) in enumerate(chunk):
                 drops[i, r:r + window, c:c + window] += drop[j]
     return drops / covered
+
+
+def _channels_last(batch: torch.Tensor) -> torch.Tensor:
+    """The batch in channels-last memory order (same values): CPU convolutions run about 15 %
+    faster on it (measured on Lite0, 1 thread), without touching the model's weights."""
+    return batch.contiguous(memory_format=torch.channels_last)
 
 
 # ----- deletion and insertion ------------------------------------------------------------------
@@ -173,14 +180,15 @@ def _causal_curve(model, x, saliency, target, steps, baseline, batch_size, seed,
     jobs = [(i, k) for i in range(n) for k in range(steps + 1) if k != clean_step]
     with evaluating(net), torch.no_grad():
         curve[:, clean_step] = net(x).softmax(dim=1).gather(1, classes[:, None])[:, 0]
-        fixed = None if baseline == "road" else _baseline_image(x, baseline)
+        road = isinstance(baseline, str) and baseline == "road"
+        fixed = None if road else _baseline_image(x, baseline)
         chunks = range(0, len(jobs), batch_size)
         for start in tqdm(chunks, desc="insertion" if insert else "deletion",
                           disable=not progress, leave=False):
             chunk = jobs[start:start + batch_size]
             images = _step_images(x, order, [(i, counts[k]) for i, k in chunk], insert, fixed,
                                   generator)
-            probs = net(images).softmax(dim=1)
+            probs = net(_channels_last(images)).softmax(dim=1)
             for j, (i, k) in enumerate(chunk):
                 curve[i, k] = probs[j, classes[i]]
     return curve

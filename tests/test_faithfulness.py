@@ -280,3 +280,17 @@ def test_model_untouched_when_a_method_raises(lite0, cat_coffee):
     with pytest.raises(ValueError, match="unknown layers"):
         cascading_randomization(lite0, cat_coffee[:1], [saliency], layers=["nope"])
     assert_unchanged(before, lite0.model)
+
+
+def test_cascade_explorer_moves(full_cascade, lite0, cat_coffee):
+    from helpers.widgets import CascadeExplorer
+
+    explorer = CascadeExplorer(full_cascade, lite0.deprocess(cat_coffee[:1]))
+    first = explorer.render()
+    assert explorer.step_slider.description == "randomised"
+    explorer.step_slider.value = explorer.steps[4]  # randomised down to blocks.6
+    assert explorer.step == 4 and explorer.render() != first
+    assert "rank correlation" in explorer.status.value
+    explorer.method_menu.value = "Grad-CAM"
+    assert explorer.method_menu.description == "method"
+    assert torch.isfinite(explorer.current()).all() and explorer.render() != first
