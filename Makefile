@@ -35,7 +35,7 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
 LINTED := helpers tests benchmarks notebooks $(wildcard tools)
 
 lint: env-dev  ## the linter over code and lessons (also the first step of make test)
-	$(BIN)/ruff check $(LINTED) tools
+	$(BIN)/ruff check $(LINTED)
 
 benchmarks: env-dev  ## time every notebook and the methods against peer libraries
 	cd benchmarks && ../$(BIN)/python notebooks.py && ../$(BIN)/python widgets.py \

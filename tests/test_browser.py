@@ -37,7 +37,9 @@ EXPLORERS = {
     "01_feature_maps.ipynb": ("slider", "channel"),
     "02_filters.ipynb": ("slider", "filter"),
     "03_saliency.ipynb": ("dropdown", "class"),
+    "04_guided_backprop.ipynb": ("dropdown", "class"),
     "05_grad_cam.ipynb": ("dropdown", "class"),
+    "06_score_cam.ipynb": ("dropdown", "class"),
     "07_gradient_ascent.ipynb": ("button", "Run"),
     "08_deep_dream.ipynb": ("button", "Run"),
 }
