@@ -1,74 +1,176 @@
-"""Gradient ascent and deep dream: they reach their goals, stay valid and repeatable, and leave
-the model as it came."""
+"""Feature visualisation and deep dream: pictures that keep their class under views the optimiser
+never saw (for several seeds and thread counts), parameterisations equal to lucent's, repeatable
+randomness, forward passes that stop where the objective needs, and the model left as it came."""
 
 from __future__ import annotations
 
+import ipywidgets
 import numpy as np
 import pytest
 import torch
 from conftest import assert_unchanged, snapshot
 from PIL import Image
-from torch import nn
 
 import helpers
-from helpers.plotting import animation_html, save_gif
+from helpers.plotting import animation, gif_bytes, save_gif
 from helpers.synthesis import (
-    Pass,
-    ascend,
+    COLOR_CORRELATION_SQRT,
+    FFTImage,
+    ForwardRecord,
     channel_mean,
     channel_visualization,
     class_logit,
     class_visualization,
     deep_dream,
+    fft_frequencies,
+    held_out_probability,
+    held_out_views,
+    image_parameterization,
+    jitter,
     l2,
     layer_norm,
+    pad,
+    random_rotate,
+    random_scale,
+    render,
+    roll,
     total_variation,
 )
 from helpers.widgets import RunExplorer
 
+# Classes lesson 07 does not show: the test must not pass because the lesson's classes were tuned.
+UNSEEN = ["golden retriever", "lemon", "castle"]
+# Small and short enough for CI (a sixth of the default cost), long enough for the property:
+# measured at this size, every held-out value was >= 0.75 (see benchmarks/RESULTS.md); the
+# threshold below leaves a wide margin for other CPUs.
+TEST_SIZE, TEST_STEPS = 128, 64
+HELD_OUT_MIN = 0.5
+
 
 def activation(model, image, layer, channel=None):
     with helpers.record(model, layer) as rec, torch.no_grad():
-        model.model(image)
+        model(image)
     a = rec[layer]
     return a.pow(2).mean().item() if channel is None else a[0, channel].mean().item()
 
 
-def test_class_visualization_reaches_its_class_for_three_classes(lite0):
+@pytest.fixture
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+def test_class_pictures_keep_their_class_under_held_out_views(lite0, threads):
+    """The robust recipe reaches its class and keeps it under a flip, a zoom, a crop, a rotation
+    and a smaller size, for three seeds and classes the lesson does not use. (The naive recipe
+    of the first papers reaches p = 1 too, but collapses under the same views: lesson 07.)"""
     before = snapshot(lite0.model)
-    targets = ["goldfish", "tarantula", "espresso"]
-    images = class_visualization(lite0, targets, progress=False)
-    assert images.shape == (3, 3, 224, 224)
-    with torch.no_grad():
-        probs = lite0.model(images).softmax(dim=1)
-    for i, name in enumerate(targets):
-        assert probs[i, lite0.class_index(name)] >= 0.9, name
     low, high = lite0.input_range
-    assert ((images >= low - 1e-6) & (images <= high + 1e-6)).all()
+    for seed in (0, 1, 2):
+        images = class_visualization(lite0, UNSEEN, size=TEST_SIZE, steps=TEST_STEPS, seed=seed,
+                                     progress=False)
+        assert images.shape == (3, 3, TEST_SIZE, TEST_SIZE)
+        assert ((images >= low - 1e-5) & (images <= high + 1e-5)).all()
+        with torch.no_grad():
+            probs = lite0(images).softmax(dim=1)
+        held_out = held_out_probability(lite0, images, UNSEEN)
+        print(f"threads {threads} seed {seed}: p", probs.max(1).values.tolist(),
+              "held-out", held_out.tolist())
+        for i, name in enumerate(UNSEEN):
+            assert probs[i, lite0.class_index(name)] >= 0.9, (name, seed, threads)
+            assert held_out[i] >= HELD_OUT_MIN, (name, seed, threads, held_out.tolist())
     assert_unchanged(before, lite0.model)
 
 
-def test_channel_objective_rises_at_least_fivefold(lite0):
-    start = helpers.synthesis._start(lite0, 1, 160, "noise", 0)
-    before = activation(lite0, start, "blocks.5", 20)
-    image, frames = channel_visualization(lite0, "blocks.5", 20, frames_every=20, progress=False)
-    assert before > 0 and activation(lite0, image, "blocks.5", 20) >= 5 * before
-    assert len(frames) == 1 + 60 // 20
+
+def test_channel_visualization_raises_its_channel_and_stops_at_the_layer(lite0):
+    before = snapshot(lite0.model)
+    calls = []
+    handle = lite0.model.conv_head.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        image = channel_visualization(lite0, "blocks.3", [7, 20], size=64, steps=24,
+                                      progress=False)
+    finally:
+        handle.remove()
+    assert calls == [], "the forward pass ran past the layer the objective reads"
+    assert image.shape == (2, 3, 64, 64)
+    start = torch.zeros(1, 3, 64, 64)  # the grey image the FFT start is close to
+    for i, channel in enumerate([7, 20]):
+        gained = activation(lite0, image[i: i + 1], "blocks.3", channel)
+        assert gained > activation(lite0, start, "blocks.3", channel) + 1.0, channel
+    assert_unchanged(before, lite0.model)
 
 
 def test_same_seed_same_picture_other_seed_other_picture(lite0):
-    def run(seed):
-        return class_visualization(lite0, 1, steps=5, size=96, init="noise", seed=seed,
-                                   progress=False)
+    def run(seed, **kwargs):
+        return class_visualization(lite0, 1, steps=3, size=64, seed=seed, progress=False,
+                                   **kwargs)
     torch.manual_seed(123)
     global_state = torch.get_rng_state()
     assert torch.equal(run(0), run(0))
     assert not torch.equal(run(0), run(1))
+    assert torch.equal(run(0, recipe="naive"), run(0, recipe="naive"))
     assert torch.equal(torch.get_rng_state(), global_state), "the global generator moved"
 
 
+def test_fft_parameterization_equals_lucents():
+    param = pytest.importorskip("lucent.optvis.param")
+    for decorrelate in (True, False):
+        ours = FFTImage((2, 3, 32, 48), decorrelate=decorrelate,
+                        generator=torch.Generator().manual_seed(0))
+        params, image_f = param.image(48, h=32, batch=2, decorrelate=decorrelate, fft=True)
+        with torch.no_grad():
+            params[0].copy_(ours.spectrum)
+            torch.testing.assert_close(ours.rgb(), image_f().cpu(), atol=1e-6, rtol=1e-5)
+
+
+def test_fft_known_answers():
+    freqs = fft_frequencies(6, 8)
+    expected = np.sqrt(np.fft.fftfreq(6)[:, None] ** 2 + np.fft.rfftfreq(8)[None, :] ** 2)
+    np.testing.assert_allclose(freqs.numpy(), expected, rtol=1e-6)
+    assert COLOR_CORRELATION_SQRT.norm(dim=0).max() == pytest.approx(1.0)
+    # A spectrum with only its constant term is a flat image; zero spectrum is exact grey.
+    flat = FFTImage((1, 3, 8, 8), decorrelate=False)
+    with torch.no_grad():
+        flat.spectrum.zero_()
+        torch.testing.assert_close(flat.rgb(), torch.full((1, 3, 8, 8), 0.5))
+        flat.spectrum[0, :, 0, 0, 0] = 1.0
+    assert flat.rgb().std(dim=(2, 3)).max() < 1e-6
+
+
+def test_transforms_draw_from_the_generator_only():
+    x = torch.rand(2, 3, 40, 40)
+
+    def apply(seed):
+        generator = torch.Generator().manual_seed(seed)
+        y = pad(4)(x, generator)
+        assert y.shape[-1] == 48 and (y[..., 0, :] == 0.5).all()
+        y = jitter(6)(y, generator)
+        assert y.shape[-2:] == (42, 42)
+        y = random_rotate([-10, 10])(random_scale([0.9, 1.1])(y, generator), generator)
+        return roll(3)(y, generator)
+
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    assert torch.equal(apply(0), apply(0)) and apply(0).shape != (0,)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert {k: v.shape[-1] for k, v in held_out_views(x).items()} == {
+        "flip": 40, "0.6x on grey": 40, "80% crop": 40, "rotate 12°": 40, "160 px": 160}
+
+
+def test_held_out_probability_of_a_photo_stays_high(lite0, cat_coffee):
+    coffee = cat_coffee[1:]
+    per_view = held_out_probability(lite0, coffee, "espresso", per_view=True)
+    assert per_view.shape == (1, 5)
+    assert held_out_probability(lite0, coffee, "espresso")[0] >= 0.5
+    assert held_out_probability(lite0, coffee, "tarantula")[0] < 0.01
+
+
 def test_deep_dream_raises_the_layer_and_the_pyramid_differs(lite0):
-    x = lite0.preprocess("grace_hopper")
+    x = lite0.preprocess("grace_hopper")[..., ::2, ::2].contiguous()  # 112 px: fast
     before = snapshot(lite0.model)
     plain = deep_dream(lite0, x, "blocks.3", octaves=1, steps=6, progress=False)
     pyramid = deep_dream(lite0, x, "blocks.3", octaves=3, steps=6, progress=False)
@@ -81,7 +183,7 @@ def test_deep_dream_raises_the_layer_and_the_pyramid_differs(lite0):
     assert (pyramid - plain).abs().mean() > 0.01
     low, high = lite0.input_range
     for image in (plain, pyramid, one):
-        assert ((image >= low - 1e-6) & (image <= high + 1e-6)).all()
+        assert ((image >= low - 1e-5) & (image <= high + 1e-5)).all()
     assert torch.equal(plain, deep_dream(lite0, x, "blocks.3", octaves=1, steps=6,
                                          progress=False))
     assert_unchanged(before, lite0.model)
@@ -91,43 +193,49 @@ def test_objectives_compose_as_sums():
     image = torch.randn(2, 3, 8, 8)
     logits = torch.randn(2, 5)
     acts = {"a": torch.randn(2, 4, 3, 3)}
-    p = Pass(image, logits, acts)
+    record = ForwardRecord(image, logits, acts)
     combined = class_logit([1, 2]) - 0.5 * l2() + 2 * channel_mean("a", 3) - total_variation()
     expected = (logits[[0, 1], [1, 2]] - 0.5 * image.pow(2).sum(dim=(1, 2, 3)) * 224 ** 2 / 64
                 + 2 * acts["a"][:, 3].mean(dim=(1, 2))
-                - total_variation()(p))
-    torch.testing.assert_close(combined(p), expected)
-    assert combined.layers == ("a",) and "L2" in combined.name
-    torch.testing.assert_close(layer_norm("a")(p), acts["a"].pow(2).mean(dim=(1, 2, 3)))
+                - total_variation()(record))
+    torch.testing.assert_close(combined(record), expected)
+    assert combined.layers == ("a",) and combined.needs_logits and "L2" in combined.name
+    assert not channel_mean("a", 3).needs_logits
+    torch.testing.assert_close(channel_mean("a", [1, 3])(record),
+                               acts["a"][[0, 1], [1, 3]].mean(dim=(1, 2)))
+    torch.testing.assert_close(layer_norm("a")(record), acts["a"].pow(2).mean(dim=(1, 2, 3)))
 
 
-def test_ascend_needs_a_lesson_model_and_leaves_the_input_alone(lite0):
+def test_render_needs_a_lesson_model_and_knows_its_recipes(lite0):
+    image = image_parameterization((1, 3, 8, 8), parameterization="pixel")
     with pytest.raises(TypeError, match="LessonModel"):
-        ascend(nn.Conv2d(3, 3, 1), torch.zeros(1, 3, 8, 8), l2(), steps=1)
-    start = torch.zeros(1, 3, 64, 64)
-    ascend(lite0, start, class_logit(3), steps=2, progress=False)
-    assert (start == 0).all()
+        render(torch.nn.Conv2d(3, 3, 1), l2(), image, steps=1)
+    with pytest.raises(ValueError, match="recipe"):
+        class_visualization(lite0, 1, recipe="fancy")
+    with pytest.raises(ValueError, match="decorrelate"):
+        class_visualization(lite0, 1, parameterization="pixel", decorrelate=True)
 
 
-def test_animation_outputs(tmp_path):
+def test_animation_is_an_embedded_gif(tmp_path):
     frames = [np.full((8, 8, 3), v, np.uint8) for v in (0, 128, 255)]
     save_gif(frames, tmp_path / "a.gif")
-    gif = Image.open(tmp_path / "a.gif")
-    assert gif.n_frames == 3
-    html = animation_html(frames, titles=["a", "b", "c"])
-    assert "<script" in html and html.count("data:image/jpeg;base64") == 3
+    assert Image.open(tmp_path / "a.gif").n_frames == 3
+    data = gif_bytes(frames, titles=["a", "b", "c"], scale=4)
+    assert data[:6] == b"GIF89a"
+    shown = animation(frames, titles=["a", "b", "c"])
+    bundle = shown._repr_mimebundle_()
+    bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "image/gif" in bundle and "text/html" not in bundle
 
 
 def test_run_explorer_caches_each_combination():
-    import ipywidgets as W
-
     calls = []
 
     def compute(level):
         calls.append(level)
         return np.full((4, 4, 3), level, np.uint8)
 
-    explorer = RunExplorer({"level": W.IntSlider(10, 0, 255)}, compute)
+    explorer = RunExplorer({"level": ipywidgets.IntSlider(10, 0, 255)}, compute)
     explorer.button.click()
     first = explorer.picture.value
     explorer.controls["level"].value = 200

@@ -1,0 +1,96 @@
+"""Optimise the input image: class and channel visualisation, deep dream.
+
+Split the way the field thinks about it (Olah et al., *Feature Visualization*, 2017; lucid and
+lucent split their code the same way), each piece small and swappable:
+
+- ``param``: how the image is parameterised (pixels; an FFT spectrum scaled by 1/frequency with
+  decorrelated colours);
+- ``transforms``: random transforms redrawn every step (pad, jitter, scale, rotate) and the
+  held-out views that test whether a picture survives views it was not optimised for;
+- ``objectives``: what is maximised, composable as sums (``class_logit(c) - 0.01 * l2()``);
+- ``render``: one loop, and the recipes on it (``class_visualization``,
+  ``channel_visualization``, ``deep_dream``).
+
+Randomness comes from seeded ``torch.Generator`` objects: the same call gives the same picture
+on one machine, and torch's global generator is not touched.
+"""
+
+from .objectives import (
+    ForwardRecord,
+    Objective,
+    channel_mean,
+    class_logit,
+    l1,
+    l2,
+    layer_norm,
+    total_variation,
+)
+from .param import (
+    COLOR_CORRELATION_SQRT,
+    FFTImage,
+    ImageParameterization,
+    PixelImage,
+    decorrelate_colors,
+    fft_frequencies,
+    from_rgb,
+    to_rgb,
+)
+from .render import (
+    RECIPES,
+    channel_visualization,
+    class_visualization,
+    deep_dream,
+    image_parameterization,
+    octave_sizes,
+    render,
+)
+from .transforms import (
+    STANDARD,
+    Transform,
+    blur,
+    compose,
+    held_out_probability,
+    held_out_views,
+    jitter,
+    pad,
+    random_rotate,
+    random_scale,
+    roll,
+)
+
+__all__ = [
+    "COLOR_CORRELATION_SQRT",
+    "RECIPES",
+    "STANDARD",
+    "FFTImage",
+    "ForwardRecord",
+    "ImageParameterization",
+    "Objective",
+    "PixelImage",
+    "Transform",
+    "blur",
+    "channel_mean",
+    "channel_visualization",
+    "class_logit",
+    "class_visualization",
+    "compose",
+    "decorrelate_colors",
+    "deep_dream",
+    "fft_frequencies",
+    "from_rgb",
+    "held_out_probability",
+    "held_out_views",
+    "image_parameterization",
+    "jitter",
+    "l1",
+    "l2",
+    "layer_norm",
+    "octave_sizes",
+    "pad",
+    "random_rotate",
+    "random_scale",
+    "render",
+    "roll",
+    "to_rgb",
+    "total_variation",
+]

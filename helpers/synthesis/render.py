@@ -1,0 +1,258 @@
+"""One optimisation loop (``render``) and the recipes built on it: class and channel
+visualisation, deep dream.
+
+Each step: the parameterisation makes an RGB image, the random transforms (redrawn from a seeded
+generator) make the view the model sees, the forward pass runs only as far as the objective needs,
+and the gradient of the objective reaches the parameters through all of it. The model's weights,
+train/eval flags and ``requires_grad`` are never touched; gradients go to the image's parameters
+only (``torch.autograd.grad``), never into parameter ``.grad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..common import EPS, evaluating
+from ..hooks import get_layer
+from ..models import LessonModel
+from .objectives import ForwardRecord, Objective, channel_mean, class_logit, layer_norm
+from .param import FFTImage, ImageParameterization, PixelImage, from_rgb, to_rgb
+from .transforms import STANDARD, Transform, compose, roll
+
+__all__ = [
+    "render",
+    "image_parameterization",
+    "class_visualization",
+    "channel_visualization",
+    "deep_dream",
+    "octave_sizes",
+    "RECIPES",
+]
+
+
+class _ForwardStopped(Exception):
+    """Raised by a forward hook once every layer an objective reads has run."""
+
+
+def _require_lesson_model(model) -> LessonModel:
+    if not isinstance(model, LessonModel):
+        raise TypeError("synthesis needs a LessonModel (from load_model): it knows the model's "
+                        "normalisation, which a bare nn.Module does not")
+    return model
+
+
+def _forward(net: torch.nn.Module, x: torch.Tensor, objective: Objective):
+    """``(logits or None, {layer: activation})``: the forward pass stops at the deepest layer the
+    objective reads unless it needs the logits (no head computed for nothing)."""
+    acts: dict[str, torch.Tensor] = {}
+    wanted = set(objective.layers)
+
+    def make_hook(name: str):
+        def hook(module, inputs, output):
+            acts[name] = output.clone()  # later in-place activations must not change it
+            if not objective.needs_logits and wanted <= acts.keys():
+                raise _ForwardStopped
+        return hook
+
+    handles = [get_layer(net, name)[1].register_forward_hook(make_hook(name))
+               for name in objective.layers]
+    try:
+        logits = net(x)
+    except _ForwardStopped:
+        logits = None
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = wanted - acts.keys()
+    if missing:
+        raise RuntimeError(f"layers {sorted(missing)} did not run during the forward pass")
+    return logits, acts
+
+
+def render(model: LessonModel, objective: Objective, image: ImageParameterization, *,
+           transforms: Sequence[Transform] = (), steps: int = 128, lr: float = 0.05,
+           optimizer: str = "adam", seed: int = 0, frames_every: int = 0,
+           progress: bool = True, desc: str = "render") -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Maximise ``objective`` over the parameters of ``image`` for ``steps`` steps.
+
+    - ``transforms``: applied in order to the RGB image before every forward pass, with fresh
+      random draws from ``torch.Generator().manual_seed(seed)`` each step;
+    - ``optimizer="adam"``: Adam with learning rate ``lr`` (Olah et al.); ``"normalised"``: the
+      plain step ``p += lr * g / std(g)`` per image (deep dream; ``lr`` is then a step in
+      parameter units whatever the objective's scale);
+    - ``frames_every=k``: also return the image every ``k`` steps (for an animation).
+
+    Returns the final image ``(N, 3, H, W)`` in the model's input space (``model.deprocess``
+    turns it into pictures) and the list of frames (same space).
+    """
+    model = _require_lesson_model(model)
+    if optimizer not in ("adam", "normalised"):
+        raise ValueError("optimizer must be 'adam' or 'normalised'")
+    generator = torch.Generator().manual_seed(seed)
+    transform = compose(transforms)
+    adam = torch.optim.Adam(image.params, lr=lr) if optimizer == "adam" else None
+
+    def current() -> torch.Tensor:
+        with torch.no_grad():
+            return from_rgb(model, image.rgb())
+
+    frames = [current()] if frames_every else []
+    with evaluating(model) as net, torch.enable_grad():
+        for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+            rgb = image.rgb()
+            logits, acts = _forward(net, from_rgb(model, transform(rgb, generator)), objective)
+            value = objective(ForwardRecord(from_rgb(model, rgb), logits, acts))
+            grads = torch.autograd.grad(value.sum(), image.params)
+            if adam is not None:
+                for param, grad in zip(image.params, grads):
+                    param.grad = -grad  # Adam minimises: the negative objective
+                adam.step()
+                for param in image.params:
+                    param.grad = None
+            else:
+                with torch.no_grad():
+                    for param, grad in zip(image.params, grads):
+                        spread = grad.flatten(1).std(dim=1).view(-1, *[1] * (grad.ndim - 1))
+                        param.add_(lr * grad / (spread + EPS))
+            image.after_step()
+            if frames_every and (step + 1) % frames_every == 0:
+                frames.append(current())
+    return current(), frames
+
+
+def image_parameterization(shape: tuple[int, int, int, int], *, parameterization: str = "fft",
+                           decorrelate: bool = True, seed: int = 0,
+                           device: torch.device | str = "cpu") -> ImageParameterization:
+    """A fresh image of ``shape`` ``(N, 3, H, W)``: ``"fft"`` (``FFTImage``, decorrelated colours
+    unless ``decorrelate=False``) or ``"pixel"`` (``PixelImage``: grey plus noise of sd 0.01).
+    Its random start comes from ``torch.Generator().manual_seed(seed)``."""
+    generator = torch.Generator().manual_seed(seed)
+    if parameterization == "fft":
+        return FFTImage(shape, decorrelate=decorrelate, generator=generator, device=device)
+    if parameterization == "pixel":
+        return PixelImage(shape=shape, generator=generator, device=device)
+    raise ValueError("parameterization must be 'fft' or 'pixel'")
+
+
+# Two recipes, one argument apart. "robust" (Olah et al. 2017): FFT + decorrelated colours, the
+# standard transforms, Adam 0.05; what people recognise. "naive" (the first papers): pixels, no
+# transforms; reaches p = 1 with pictures the model alone recognises (add a penalty for L1 / L2).
+RECIPES = {
+    "robust": {"parameterization": "fft", "decorrelate": True, "transforms": STANDARD},
+    "naive": {"parameterization": "pixel", "decorrelate": False, "transforms": ()},
+}
+
+
+def _recipe(recipe: str, parameterization, decorrelate, transforms) -> tuple[str, bool, list]:
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, not {recipe!r}")
+    chosen = RECIPES[recipe]
+    parameterization = parameterization or chosen["parameterization"]
+    if decorrelate is None:
+        decorrelate = chosen["decorrelate"] and parameterization == "fft"
+    if decorrelate and parameterization != "fft":
+        raise ValueError("decorrelate=True needs parameterization='fft'")
+    transforms = chosen["transforms"] if transforms is None else transforms
+    return parameterization, decorrelate, list(transforms)
+
+
+def class_visualization(model: LessonModel, target: int | str | Sequence[int | str], *,
+                        recipe: str = "robust", parameterization: str | None = None,
+                        decorrelate: bool | None = None,
+                        transforms: Sequence[Transform] | None = None,
+                        penalty: Objective | None = None, steps: int = 128, lr: float = 0.05,
+                        size: int = 224, seed: int = 0, frames_every: int = 0,
+                        progress: bool = True):
+    """An image the model scores as ``target``: ``argmax_I S_c(I) - penalty(I)``.
+
+    ``target``: a class (index or name) or a list, one image per class, optimised as one batch.
+    ``recipe="robust"`` (default): FFT + decorrelated colours + ``STANDARD`` transforms;
+    ``recipe="naive"``: pixels and no transforms. ``parameterization``, ``decorrelate`` and
+    ``transforms`` override the recipe's; ``penalty`` is an objective to subtract, e.g.
+    ``0.01 * l2()``. Defaults with reasons: 224 px is the size the model was trained on; Adam 0.05
+    and 128 steps reach p = 1 with views held out from the optimiser still above 0.9 (see
+    ``held_out_probability``). Returns ``(N, 3, size, size)`` in the model's input space; with
+    ``frames_every``, also the list of intermediate images.
+    """
+    model = _require_lesson_model(model)
+    targets = [target] if isinstance(target, (int, str)) else list(target)
+    indices = [model.class_index(t) for t in targets]
+    parameterization, decorrelate, transforms = _recipe(recipe, parameterization, decorrelate,
+                                                        transforms)
+    image = image_parameterization((len(indices), 3, size, size),
+                                   parameterization=parameterization, decorrelate=decorrelate,
+                                   seed=seed, device=model.device)
+    objective = class_logit(indices) if penalty is None else class_logit(indices) - penalty
+    result, frames = render(model, objective, image, transforms=transforms, steps=steps, lr=lr,
+                            seed=seed, frames_every=frames_every, progress=progress,
+                            desc="class visualisation")
+    return (result, frames) if frames_every else result
+
+
+def channel_visualization(model: LessonModel, layer: str, channel: int | Sequence[int], *,
+                          recipe: str = "robust", parameterization: str | None = None,
+                          decorrelate: bool | None = None,
+                          transforms: Sequence[Transform] | None = None,
+                          penalty: Objective | None = None, steps: int = 96, lr: float = 0.05,
+                          size: int = 128, seed: int = 0, frames_every: int = 0,
+                          progress: bool = True):
+    """An image that maximises the mean activation of ``channel`` at ``layer`` (one image per
+    channel for a list). Same recipes as ``class_visualization``; the forward pass stops at
+    ``layer``. 128 px: a channel of a middle layer sees a patch smaller than that, and the
+    pattern repeats over the image anyway. Returns ``(N, 3, size, size)`` in input space."""
+    model = _require_lesson_model(model)
+    channels = [channel] if isinstance(channel, int) else list(channel)
+    parameterization, decorrelate, transforms = _recipe(recipe, parameterization, decorrelate,
+                                                        transforms)
+    image = image_parameterization((len(channels), 3, size, size),
+                                   parameterization=parameterization, decorrelate=decorrelate,
+                                   seed=seed, device=model.device)
+    objective = channel_mean(layer, channels)
+    objective = objective if penalty is None else objective - penalty
+    result, frames = render(model, objective, image, transforms=transforms, steps=steps, lr=lr,
+                            seed=seed, frames_every=frames_every, progress=progress,
+                            desc=f"{layer}{channels}")
+    return (result, frames) if frames_every else result
+
+
+def octave_sizes(height: int, width: int, *, octaves: int, scale: float) -> list[tuple[int, int]]:
+    """The pyramid's sizes, smallest first: the photo shrunk ``octaves - 1`` times by ``scale``
+    (never below 32 px)."""
+    return [(max(32, round(height / scale ** i)), max(32, round(width / scale ** i)))
+            for i in reversed(range(octaves))]
+
+
+def deep_dream(model: LessonModel, image: torch.Tensor, layer: str, *,
+               channel: int | None = None, octaves: int = 4, scale: float = 1.4,
+               steps: int = 10, lr: float = 0.015, jitter: int = 16, seed: int = 0,
+               progress: bool = True) -> torch.Tensor:
+    """Deep dream: amplify what ``layer`` (or one ``channel`` of it) sees in a photo.
+
+    Objective: the layer's mean squared activation (all channels) or the channel's mean; the
+    forward pass stops at ``layer``. Each step rolls the photo by up to ``jitter`` pixels and
+    takes a normalised step ``lr * g / std(g)`` on its RGB pixels (clamped to [0, 1]).
+    ``octaves=1`` dreams at the photo's size only (plain). With more octaves (Mordvintsev et al.):
+    shrink the photo ``octaves - 1`` times by ``scale``; dream at the smallest size, upscale the
+    *detail* the dream added, add it to the next larger photo, dream again, up to full size.
+    ``image`` ``(1, 3, H, W)`` in input space -> ``(1, 3, H, W)``.
+    """
+    model = _require_lesson_model(model)
+    objective = layer_norm(layer) if channel is None else channel_mean(layer, channel)
+    photo = to_rgb(model, image)
+    sizes = octave_sizes(*photo.shape[-2:], octaves=octaves, scale=scale)
+    detail = torch.zeros(photo.shape[0], 3, *sizes[0], device=photo.device)
+    dreamt = image
+    for level, size in enumerate(sizes):
+        base = F.interpolate(photo, size=size, mode="bilinear", align_corners=False,
+                             antialias=True)
+        detail = F.interpolate(detail, size=size, mode="bilinear", align_corners=False)
+        pixels = PixelImage(base + detail)
+        dreamt, _ = render(model, objective, pixels, transforms=[roll(jitter)] if jitter else [],
+                           steps=steps, lr=lr, optimizer="normalised", seed=seed + level,
+                           progress=progress, desc=f"deep dream octave {level + 1}/{octaves}")
+        detail = pixels.rgb().detach() - base
+    return dreamt
