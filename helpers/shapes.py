@@ -53,7 +53,7 @@ def _shape_masks(kind: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, r: torc
 
 
 def _segment_distance(y0, x0, y1, x1, yy, xx) -> torch.Tensor:
-    """Distance of every pixel to the segments (y0, x0)-(y1, x1); parameters ``(N, K, 1, 1)``."""
+    """Distance of every pixel to the segments (y0, x0)-(y1, x1); parameters ``(N, 1, 1)``."""
     vy, vx = y1 - y0, x1 - x0
     t = (((yy - y0) * vy + (xx - x0) * vx) / (vy**2 + vx**2).clamp_min(1e-6)).clamp(0, 1)
     return ((yy - y0 - t * vy) ** 2 + (xx - x0 - t * vx) ** 2).sqrt()
@@ -82,11 +82,10 @@ def make_shapes(n: int, seed: int = 0, labels: torch.Tensor | None = None) -> Sh
     images = (a + (b - a) * ramp) * 0.6 + 0.2 + 0.04 * torch.randn(n, 3, s, s, generator=g)
     # clutter: thin lines and small dots of random colours, under the object
     ends = _uniform(g, n, LINES, 4, low=2.0, high=s - 3.0)
-    y0, x0, y1, x1 = (ends[..., i].view(n, LINES, 1, 1) for i in range(4))
-    lines = _segment_distance(y0, x0, y1, x1, yy[:, None], xx[:, None]) <= 0.7
     colours = _uniform(g, n, LINES, 3)
-    for k in range(LINES):
-        images = _paint(images, lines[:, k], colours[:, k])
+    for k in range(LINES):  # one line at a time: (n, S, S) temporaries, not (n, LINES, S, S)
+        y0, x0, y1, x1 = (ends[:, k, i].view(n, 1, 1) for i in range(4))
+        images = _paint(images, _segment_distance(y0, x0, y1, x1, yy, xx) <= 0.7, colours[:, k])
     centres = _uniform(g, n, DOTS, 2, low=2.0, high=s - 3.0)
     dot_r = _uniform(g, n, DOTS, low=1.5, high=3.0)
     colours = _uniform(g, n, DOTS, 3)

@@ -204,16 +204,20 @@ def test_course_models_load_offline_and_solve_the_task(name):
         lesson_model.class_index("hexagon")
 
 
-def test_course_vit_grad_cam_and_rollout_point_at_the_object_mostly():
-    vit = helpers.load_model("course_vit")
-    test = make_shapes(64, seed=5)
+@pytest.mark.parametrize("seed", [5, 6, 8])
+def test_course_models_point_at_the_object_rollout_and_cnn_grad_cam(seed):
+    """Measured on 200 images (lesson 10): rollout 91 %, CNN Grad-CAM 83 %, ViT Grad-CAM at the
+    last norm1 only 20 % (chance 7 %), so the ViT's Grad-CAM gets no threshold here."""
+    vit, cnn = helpers.load_model("course_vit"), helpers.load_model("course_cnn")
+    test = make_shapes(64, seed=seed)
     x = (test.images - 0.5) / 0.5
     before = snapshot(vit.model)
-    hits_cam = pointing_game(grad_cam(vit, x, test.labels), test.boxes, tolerance=2)
-    hits_rollout = pointing_game(attention_rollout(vit, x), test.boxes, tolerance=2)
+    vit_cam = grad_cam(vit, x, test.labels)
+    hits_rollout = pointing_game(attention_rollout(vit, x), test.boxes).float().mean()
     assert_unchanged(before, vit.model)
-    # chance (a random pixel inside the box grown by 2) is about 10-15 %
-    assert hits_cam.float().mean() > 0.5 and hits_rollout.float().mean() > 0.5
+    assert vit_cam.shape == (64, 64, 64)
+    hits_cnn = pointing_game(grad_cam(cnn, x, test.labels), test.boxes).float().mean()
+    assert hits_rollout > 0.7 and hits_cnn > 0.6
 
 
 def test_timm_imagenet_vit_offline_fails_fast_and_clearly(tmp_path, monkeypatch):
