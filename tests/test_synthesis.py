@@ -40,11 +40,12 @@ from helpers.widgets import RunExplorer
 
 # Classes lesson 07 does not show: the test must not pass because the lesson's classes were tuned.
 UNSEEN = ["golden retriever", "lemon", "castle"]
-# Small and short enough for CI (a sixth of the default cost), long enough for the property:
-# measured at this size, every held-out value was >= 0.75 (see benchmarks/RESULTS.md); the
-# threshold below leaves a wide margin for other CPUs.
+# Small and short enough for CI (a sixth of the default 224 px x 128 steps), long enough for the
+# property. Measured at this size on 3 seeds x threads 1 and 2: p >= 0.9999 everywhere and every
+# held-out value >= 0.60 (most >= 0.8); the default size does better (benchmarks/RESULTS.md). The
+# threshold leaves a wide margin for other CPUs; the naive recipe falls far below it (lesson 07).
 TEST_SIZE, TEST_STEPS = 128, 64
-HELD_OUT_MIN = 0.5
+HELD_OUT_MIN = 0.4
 
 
 def activation(model, image, layer, channel=None):
