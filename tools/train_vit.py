@@ -1,6 +1,6 @@
 """Train the course's own ViT and CNN on the shapes task (``helpers.shapes``), reproducibly.
 
-    .venv/bin/python tools/train_vit.py            # both models, about 10 minutes on an idle CPU core
+    .venv/bin/python tools/train_vit.py      # both models, about 10 minutes on an idle CPU core
     .venv/bin/python tools/train_vit.py --only course_vit --steps 200   # a quick try
 
 Why: no package on the registry ships trained ImageNet ViT weights the way
