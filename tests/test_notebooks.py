@@ -39,9 +39,13 @@ def _outputs(nb):
 
 
 def _texts(output) -> list[str]:
+    """The text a reader sees of an output (a picture's text/plain fallback is never shown)."""
     texts = [output.get("text", "")]
-    for mime in ("text/plain", "text/html", "application/javascript"):
-        value = output.get("data", {}).get(mime, "")
+    data = output.get("data", {})
+    pictures = any(mime.startswith("image/") for mime in data)
+    for mime in ("text/html", "application/javascript") if pictures else \
+            ("text/plain", "text/html", "application/javascript"):
+        value = data.get(mime, "")
         texts.append("".join(value) if isinstance(value, list) else value)
     return texts
 
