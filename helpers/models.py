@@ -267,19 +267,28 @@ def _ensure_cached(url: str, timeout: float = 5.0) -> None:
     path = weights_cache_path(url)
     if path.exists():
         return
+    source = _reachable_source(url, path, timeout, what=f"the weights file {path.name}",
+                               offline=BUNDLED)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(source, str(path), progress=True)
+
+
+def _reachable_source(url: str, path: Path, timeout: float, *, what: str, offline: str) -> str:
+    """Where to download ``path`` from (the teacher's mirror if ``CNNVIS_WEIGHTS_MIRROR`` is set,
+    else ``url``), after checking within ``timeout`` seconds that it answers; otherwise a
+    ``WeightsUnavailableError`` at once that says where the file goes and which model works
+    offline."""
     mirror = os.environ.get(MIRROR_ENV)
     source = mirror.rstrip("/") + "/" + path.name if mirror else url
     try:
         urllib.request.urlopen(urllib.request.Request(source, method="HEAD"), timeout=timeout)
     except Exception as error:  # noqa: BLE001 - any failure means: not reachable now
         raise WeightsUnavailableError(
-            f"the weights file {path.name} is not in the cache and cannot be downloaded "
-            f"({error}).\n  Looked for: {path}\n  Download it elsewhere from {url} and copy it "
-            f"there (or set {MIRROR_ENV} to a folder URL that serves it).\n  "
-            f"'{BUNDLED}' works offline: load_model('{BUNDLED}')."
+            f"{what} is not cached and cannot be downloaded ({error}).\n  Looked for: {path}\n"
+            f"  Download {url} elsewhere and copy it there (or set {MIRROR_ENV} to a folder URL "
+            f"that serves {path.name}).\n  '{offline}' works offline: load_model('{offline}')."
         ) from error
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(source, str(path), progress=True)
+    return source
 
 
 def _load_course(name: str, pretrained: bool) -> LessonModel:
@@ -329,19 +338,9 @@ def _timm_weights_file(name: str, hub_id: str, timeout: float = 5.0) -> str | No
     if isinstance(cached, str):
         return cached
     url = f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors"
-    mirror = os.environ.get(MIRROR_ENV)
-    source = mirror.rstrip("/") + "/" + local.name if mirror else url
-    try:
-        urllib.request.urlopen(urllib.request.Request(source, method="HEAD"), timeout=timeout)
-    except Exception as error:  # noqa: BLE001 - any failure means: not reachable now
-        raise WeightsUnavailableError(
-            f"the ImageNet weights of {name} are not cached and cannot be downloaded "
-            f"({error}).\n  Looked for: {local}\n  Download {url} elsewhere and copy it there "
-            f"(or set {MIRROR_ENV} to a folder URL that serves {local.name}).\n  "
-            f"'course_vit' (a ViT trained for this course) works offline: "
-            f"load_model('course_vit')."
-        ) from error
-    if mirror:
+    source = _reachable_source(url, local, timeout, what=f"the ImageNet weights of {name}",
+                               offline="course_vit")
+    if source != url:  # a teacher's mirror: timm would still ask the hub
         local.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(source, str(local), progress=False)
         return str(local)
