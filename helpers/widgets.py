@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html
+import io
+import re
+import textwrap
 from collections.abc import Sequence
 from typing import Callable
 
@@ -51,9 +55,12 @@ class _Explorer:
     def _repr_mimebundle_(self, **kwargs) -> dict:
         bundle = self.widget._repr_mimebundle_(**kwargs)
         bundle = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
+        caption = f"{type(self).__name__}: {_plain(self.status.value)}"
         if self.picture.value:  # the live widget wins in Jupyter; static viewers show the PNG
-            bundle["image/png"] = base64.b64encode(bytes(self.picture.value)).decode("ascii")
-        bundle["text/plain"] = f"{type(self).__name__}: {self.status.value}"
+            snapshot = captioned_png(bytes(self.picture.value), caption + "  (a snapshot: run "
+                                     "the notebook for the controls)")
+            bundle["image/png"] = base64.b64encode(snapshot).decode("ascii")
+        bundle["text/plain"] = caption
         return bundle
 
     def _show(self, change=None) -> None:
@@ -88,6 +95,31 @@ class _LayerChannelExplorer(_Explorer):
             self.channel_slider.max = channels - 1
             self.channel_slider.value = min(self.channel_slider.value, channels - 1)
         self._show()
+
+
+def _plain(html_text: str) -> str:
+    """The status line's HTML as plain text."""
+    return html.unescape(re.sub(r"<[^>]+>", "", html_text))
+
+
+def captioned_png(png: bytes, caption: str, *, width_chars: int = 60) -> bytes:
+    """The picture ``png`` with ``caption`` written below it (wrapped), as PNG bytes: what a
+    saved notebook shows of an explorer on GitHub or nbviewer, where no widget runs."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.open(io.BytesIO(png)).convert("RGB")
+    font = ImageFont.load_default()
+    lines = textwrap.wrap(caption, width=max(20, width_chars * picture.width // 512))
+    line_height = 14
+    canvas = Image.new("RGB", (picture.width, picture.height + line_height * len(lines) + 8),
+                       "white")
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((4, picture.height + 4 + i * line_height), line, fill="black", font=font)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
 
 
 def _named_images(images: Sequence[str] | dict) -> dict:
