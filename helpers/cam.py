@@ -222,7 +222,8 @@ def score_cam_weights(layer_pass: LayerPass, *, top_k: int | None = None, rank_b
     each channel. ``M_k = score_cam_masks(A)_k``; ``s_k`` = the class score of ``x * M_k``.
 
     - the paper's definition (Wang et al. 2020, and its authors' code): ``w_k = s_k`` with ``s_k``
-      the softmax *probability* of the class (``score="probability"``, the default);
+      the softmax *probability* of the class (``score="probability"``, the default); a flat
+      channel, which gives no mask, gets weight 0;
     - torchcam and pytorch-grad-cam: ``w = softmax_k(s_k)`` over channels with ``s_k`` the *logit*
       (``score="logit", channel_softmax=True``).
 
@@ -255,7 +256,11 @@ def score_cam_weights(layer_pass: LayerPass, *, top_k: int | None = None, rank_b
                 out = net(x[i:i + 1] * score_cam_masks(a[picked], x.shape[-2:]))
                 values = out if score == "logit" else out.softmax(dim=1)
                 scores[start:start + len(picked)] = values[:, layer_pass.index[i]]
-            weights[i, channels] = scores.softmax(dim=0) if channel_softmax else scores
+            if channel_softmax:
+                weights[i, channels] = scores.softmax(dim=0)
+            else:  # as the authors' code: a flat channel (no mask at all) gets no weight
+                flat = a[channels].amax(dim=(1, 2)) <= a[channels].amin(dim=(1, 2))
+                weights[i, channels] = scores.masked_fill(flat, 0.0)
     return weights
 
 

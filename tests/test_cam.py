@@ -162,6 +162,9 @@ def test_score_cam_weights_are_the_papers_definition():
     net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
                         nn.Conv2d(5, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                         nn.Flatten(), nn.Linear(6, 4)).eval()
+    with torch.no_grad():  # channel 2: flat but not zero; the authors' code skips such a channel
+        net[0].weight[2].zero_()
+        net[0].bias[2] = 0.5
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     layer_pass = capture_layer(net, x, [1, 3], layer="2")
     ours = score_cam_weights(layer_pass, progress=False)
@@ -172,8 +175,10 @@ def test_score_cam_weights_are_the_papers_definition():
                 mask = F.interpolate(layer_pass.activations[i:i + 1, k:k + 1], size=(16, 16),
                                      mode="bilinear", align_corners=False)
                 span = mask.max() - mask.min()
-                mask = (mask - mask.min()) / span if span > 0 else torch.zeros_like(mask)
-                expected[i, k] = net(x[i:i + 1] * mask).softmax(dim=1)[0, c]
+                if span > 0:
+                    mask = (mask - mask.min()) / span
+                    expected[i, k] = net(x[i:i + 1] * mask).softmax(dim=1)[0, c]
+    assert (expected[:, 2] == 0).all() and (expected[:, [0, 1, 3, 4]] > 0).all()
     torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-5)
     channel_softmax = score_cam_weights(layer_pass, score="logit", channel_softmax=True,
                                         progress=False)
