@@ -42,6 +42,7 @@ EXPLORERS = {
     "06_score_cam.ipynb": ("dropdown", "class"),
     "07_gradient_ascent.ipynb": ("button", "Run"),
     "08_deep_dream.ipynb": ("button", "Run"),
+    "09_faithfulness.ipynb": ("dropdown", "method"),
     "10_vision_transformers.ipynb": ("dropdown", "image"),
 }
 
