@@ -157,7 +157,8 @@ def cam_from_weights(activations: torch.Tensor, weights: torch.Tensor,
     return minmax(maps)
 
 
-def _class_map(model, x, target, layer, reshape, weights_fn, upsample: bool) -> torch.Tensor:
+def _class_map(model, x, target, *, layer, reshape, weights_fn, upsample: bool
+               ) -> torch.Tensor:
     layer_pass = capture_layer(model, x, target, layer=layer, reshape=reshape)
     with torch.enable_grad():
         weights = weights_fn(layer_pass)
@@ -270,7 +271,8 @@ def cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = 
         upsample: bool = True) -> torch.Tensor:
     """CAM: ``ReLU(sum_k W[c, k] A_k)`` with the classifier's weights (``cam_weights``).
     ``x`` ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1]."""
-    return _class_map(model, x, target, layer, None, cam_weights, upsample)
+    return _class_map(model, x, target, layer=layer, reshape=None, weights_fn=cam_weights,
+                      upsample=upsample)
 
 
 def grad_cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
@@ -282,7 +284,8 @@ def grad_cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | No
     laid on their patch grid (``as_grid``) unless ``reshape`` says otherwise.
     ``x`` ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1].
     """
-    return _class_map(model, x, target, layer, reshape, grad_cam_weights, upsample)
+    return _class_map(model, x, target, layer=layer, reshape=reshape, weights_fn=grad_cam_weights,
+                      upsample=upsample)
 
 
 def score_cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
@@ -296,7 +299,8 @@ def score_cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | N
     weights = functools.partial(score_cam_weights, top_k=top_k, rank_by=rank_by, score=score,
                                 channel_softmax=channel_softmax, memory_mb=memory_mb,
                                 progress=progress)
-    return _class_map(model, x, target, layer, reshape, weights, upsample)
+    return _class_map(model, x, target, layer=layer, reshape=reshape, weights_fn=weights,
+                      upsample=upsample)
 
 
 def guided_grad_cam(model, x: torch.Tensor, target: Target = None, *,

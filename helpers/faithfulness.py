@@ -134,8 +134,8 @@ def deletion(model, x: torch.Tensor, saliency: torch.Tensor, target: Target = No
     channels) or a smaller ``(N, h, w)`` (upsampled bilinearly). Returns ``(N, steps + 1)``;
     column 0 is exactly ``softmax(model(x))[target]``.
     """
-    return _causal_curve(model, x, saliency, target, steps, baseline, batch_size, seed, progress,
-                         insert=False)
+    return _causal_curve(model, x, saliency, target, steps=steps, baseline=baseline,
+                         batch_size=batch_size, seed=seed, progress=progress, insert=False)
 
 
 def insertion(model, x: torch.Tensor, saliency: torch.Tensor, target: Target = None, *,
@@ -148,8 +148,8 @@ def insertion(model, x: torch.Tensor, saliency: torch.Tensor, target: Target = N
 
     Returns ``(N, steps + 1)``; the last column is exactly ``softmax(model(x))[target]``.
     """
-    return _causal_curve(model, x, saliency, target, steps, baseline, batch_size, seed, progress,
-                         insert=True)
+    return _causal_curve(model, x, saliency, target, steps=steps, baseline=baseline,
+                         batch_size=batch_size, seed=seed, progress=progress, insert=True)
 
 
 def auc(curve: torch.Tensor) -> torch.Tensor:
@@ -162,7 +162,7 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
     return (curve[..., 1:] + curve[..., :-1]).sum(dim=-1) / (2 * steps)
 
 
-def _causal_curve(model, x, saliency, target, steps, baseline, batch_size, seed, progress,
+def _causal_curve(model, x, saliency, target, *, steps, baseline, batch_size, seed, progress,
                   insert):
     check_batch(x)
     if not isinstance(steps, int) or steps < 1:

@@ -71,8 +71,8 @@ def _grid(n: int, columns: int | None, panel: float) -> tuple[Figure, np.ndarray
     return fig, axes
 
 
-def show_images(images: Sequence, titles: Sequence[str] | None = None, columns: int | None = None,
-                panel: float = 3.0, cmap: str | None = None) -> Figure:
+def show_images(images: Sequence, titles: Sequence[str] | None = None, *,
+                columns: int | None = None, panel: float = 3.0, cmap: str | None = None) -> Figure:
     """A grid of images with a title on each panel."""
     fig, axes = _grid(len(images), columns, panel)
     for i, image in enumerate(images):
@@ -112,7 +112,7 @@ def plot_predictions(image, predictions: Sequence[tuple[str, float]], title: str
     return fig
 
 
-def channel_grid(activation: torch.Tensor, channels: Sequence[int] | None = None,
+def channel_grid(activation: torch.Tensor, channels: Sequence[int] | None = None, *,
                  columns: int = 8, scale: str = "channel", title: str = "",
                  panel: float = 1.4, cmap: str = ACTIVATION_CMAP) -> Figure:
     """Show channels of one feature map ``(C, H, W)`` (or ``(1, C, H, W)``) as a grid.
@@ -151,7 +151,7 @@ def _finish_grid(fig: Figure, axes: np.ndarray, title: str, mappable, label: str
     return fig
 
 
-def overlay(image, heatmap, ax=None, alpha: float = 0.5, title: str = "",
+def overlay(image, heatmap, *, ax=None, alpha: float = 0.5, title: str = "",
             colorbar: bool = True, cmap: str = HEATMAP_CMAP):
     """Draw a heatmap ``(H, W)`` in [0, 1] over an image ``(H, W, 3)`` of the same size."""
     if ax is None:
@@ -166,7 +166,7 @@ def overlay(image, heatmap, ax=None, alpha: float = 0.5, title: str = "",
     return ax
 
 
-def show_heatmaps(image, heatmaps: Sequence, titles: Sequence[str], panel: float = 3.2,
+def show_heatmaps(image, heatmaps: Sequence, titles: Sequence[str], *, panel: float = 3.2,
                   alpha: float = 0.5) -> Figure:
     """The image followed by one overlay per heatmap, one shared colour bar."""
     fig, axes = plt.subplots(1, len(heatmaps) + 1, figsize=(panel * (len(heatmaps) + 1), panel))
