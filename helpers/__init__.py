@@ -2,11 +2,18 @@
 
 Models and images: ``load_model``, ``load_image``. Looking inside: ``record``, ``layer_roles``.
 Figures: ``show_images``, ``plot_predictions``, ``channel_grid``, ``overlay``.
+
+The methods live in their own modules, one concern each, all called the same way
+(``method(model, x, target=None, *, knobs)``, a batch in and a batch out):
+``helpers.attribution`` (gradients), ``helpers.cam`` (CAM family), ``helpers.faithfulness``
+(occlusion, sanity checks, deletion / insertion), ``helpers.rollout`` (attention rollout),
+``helpers.synthesis`` (feature visualisation, deep dream); ``helpers.widgets`` holds the explorers
+and ``helpers.common`` the plumbing they share.
 """
 
 from .hooks import evaluating, get_layer, layer_names, layer_roles, record
 from .images import ImageLoadError, load_image, sample_names
-from .models import LessonModel, WeightsUnavailableError, load_model, model_names
+from .models import LessonModel, Prediction, WeightsUnavailableError, load_model, model_names
 from .plotting import (
     channel_grid,
     overlay,
@@ -19,6 +26,7 @@ from .plotting import (
 __all__ = [
     "ImageLoadError",
     "LessonModel",
+    "Prediction",
     "WeightsUnavailableError",
     "channel_grid",
     "evaluating",
