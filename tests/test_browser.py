@@ -215,7 +215,14 @@ def _run_all_and_move_slider(page, notebook: str, budget: int) -> None:
         page.wait_for_function("(el) => el.textContent.trim() === '3'",
                                arg=readout.element_handle())
     elif kind == "button":
-        control.click()  # the picture is empty until the first run
+        # The explorer shows its first picture already: change a setting, then press Run.
+        menus = explorer.locator("select")
+        if menus.count():
+            menus.first.select_option(index=1)
+        else:
+            explorer.locator(".noUi-handle").first.focus()
+            page.keyboard.press("ArrowRight")
+        control.click()
     else:
         select = control.locator("select").first
         select.select_option(index=1)  # a user's pick: the browser fires the change event
