@@ -50,15 +50,17 @@ def _texts(output) -> list[str]:
     return texts
 
 
+def _output_matches(nb, pattern: re.Pattern) -> list[str]:
+    """``"cell N: match"`` for every stored output text that ``pattern`` finds."""
+    return [f"cell {index}: {found.group(0)!r}" for index, output in _outputs(nb)
+            for text in _texts(output) if (found := pattern.search(text))]
+
+
 def test_no_source_document_jargon(lesson):
     path, nb = lesson
-    for index, cell in enumerate(nb.cells):
-        found = JARGON.search(cell.source)
-        assert not found, f"{path.name} cell {index}: {found.group(0)!r}"
-    for index, output in _outputs(nb):
-        for text in _texts(output):
-            found = JARGON.search(text)
-            assert not found, f"{path.name} cell {index} output: {found.group(0)!r}"
+    in_sources = [f"cell {index}: {found.group(0)!r}" for index, cell in enumerate(nb.cells)
+                  if (found := JARGON.search(cell.source))]
+    assert not in_sources + _output_matches(nb, JARGON), path.name
 
 
 def test_no_stale_widgets_or_repr_junk(lesson):
@@ -68,18 +70,13 @@ def test_no_stale_widgets_or_repr_junk(lesson):
         if WIDGET_VIEW in data:  # only explorers, which store their first picture beside the view
             assert "image/png" in data or "image/jpeg" in data, (
                 f"{path.name} cell {index}: a widget (progress bar?) without a stored picture")
-        for text in _texts(output):
-            found = REPR_JUNK.search(text)
-            assert not found, f"{path.name} cell {index}: repr line {found.group(0)!r}"
         assert output.get("output_type") != "error", f"{path.name} cell {index} stored an error"
+    assert not _output_matches(nb, REPR_JUNK), f"{path.name}: repr lines"
 
 
 def test_nothing_loaded_from_the_network(lesson):
     path, nb = lesson
-    for index, output in _outputs(nb):
-        for text in _texts(output):
-            found = REMOTE_LOAD.search(text)
-            assert not found, f"{path.name} cell {index} loads {found.group(0)!r} from the network"
+    assert not _output_matches(nb, REMOTE_LOAD), f"{path.name} loads from the network"
 
 
 def test_lesson_shape(lesson):
