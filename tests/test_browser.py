@@ -26,10 +26,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import CHROMIUM, browser_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = os.environ.get("CNNVIS_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("CNNVIS_REQUIRE_BROWSER") == "1"
 
 # lesson -> (kind of control, its label) that the test moves with the keyboard
@@ -71,19 +71,9 @@ def budget_ms(notebook: str) -> int:
     return int(seconds * 1000)
 
 
-def _missing() -> str | None:
-    if not Path(CHROMIUM).exists():
-        return f"{CHROMIUM} not found (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is not installed"
-    return None
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    reason = _missing()
+    reason = browser_missing()
     if reason:
         if REQUIRED:
             pytest.fail(f"browser test required (CNNVIS_REQUIRE_BROWSER=1) but {reason}")

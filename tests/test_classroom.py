@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import nbformat
 import pytest
+from conftest import CHROMIUM, browser_missing
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
@@ -28,7 +29,6 @@ sys.path.insert(0, str(ROOT))  # `tools` is run as `python -m tools.x` from the 
 
 from tools import course, links, site, student  # noqa: E402
 
-CHROMIUM = os.environ.get("CNNVIS_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("CNNVIS_REQUIRE_BROWSER") == "1"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 PLACEHOLDER = re.compile(r"\bOWNER\b|\bREPO\b|(?i:<owner>|<repo>|your[-_]?(org|username)\b)")
@@ -405,19 +405,9 @@ def test_every_explorer_in_the_lessons_stores_a_picture(course_copy, tmp_path):
     assert not missing, f"explorer outputs without a stored picture (re-execute): {missing}"
 
 
-def _browser_missing() -> str | None:
-    if not Path(CHROMIUM).exists():
-        return f"{CHROMIUM} not found (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is not installed"
-    return None
-
-
 @pytest.mark.browser
 def test_site_in_chromium_makes_no_network_request(course_copy, tmp_path):
-    reason = _browser_missing()
+    reason = browser_missing()
     if reason:
         if REQUIRED:
             pytest.fail(f"browser test required (CNNVIS_REQUIRE_BROWSER=1) but {reason}")
