@@ -39,13 +39,12 @@ from helpers.synthesis import (
 from helpers.widgets import RunExplorer
 
 # Classes lesson 07 does not show: the test must not pass because the lesson's classes were tuned.
-UNSEEN = ["golden retriever", "lemon", "castle"]
-# Small and short enough for CI (a sixth of the default 224 px x 128 steps), long enough for the
-# property. Measured at this size on 3 seeds x threads 1 and 2: p >= 0.9999 everywhere and every
-# held-out value >= 0.60 (most >= 0.8); the default size does better (benchmarks/RESULTS.md). The
-# threshold leaves a wide margin for other CPUs; the naive recipe falls far below it (lesson 07).
-TEST_SIZE, TEST_STEPS = 128, 64
-HELD_OUT_MIN = 0.4
+# Sports car and lemon were the weakest under the standard transforms of Olah et al.
+UNSEEN = ["golden retriever", "lemon", "sports car"]
+# The default call (224 px x 128 steps). Measured on 4 unseen classes x 3 seeds x threads 1 and 2
+# (benchmarks/held_out.py): every held-out mean >= 0.95, p >= 0.99. The issue's bar, 0.8, leaves
+# that margin for other CPUs; the standard transforms fall below it (0.6x view lost).
+HELD_OUT_MIN = 0.8
 
 
 def activation(model, image, layer, channel=None):
@@ -65,15 +64,15 @@ def threads(request):
 
 @pytest.mark.parametrize("threads", [1, 2], indirect=True)
 def test_class_pictures_keep_their_class_under_held_out_views(lite0, threads):
-    """The robust recipe reaches its class and keeps it under a flip, a zoom, a crop, a rotation
-    and a smaller size, for three seeds and classes the lesson does not use. (The naive recipe
-    of the first papers reaches p = 1 too, but collapses under the same views: lesson 07.)"""
+    """The default call reaches its class and keeps it under a flip, a 0.6x shrink, an enlarged
+    centre crop, a 12 degree turn and 160 px, for three seeds and classes the lesson does not
+    use. (The naive recipe of the first papers reaches p = 1 too, but collapses under the same
+    views: lesson 07.)"""
     before = snapshot(lite0.model)
     low, high = lite0.input_range
     for seed in (0, 1, 2):
-        images = class_visualization(lite0, UNSEEN, size=TEST_SIZE, steps=TEST_STEPS, seed=seed,
-                                     progress=False)
-        assert images.shape == (3, 3, TEST_SIZE, TEST_SIZE)
+        images = class_visualization(lite0, UNSEEN, seed=seed, progress=False)
+        assert images.shape == (3, 3, 224, 224)
         assert ((images >= low - 1e-5) & (images <= high + 1e-5)).all()
         with torch.no_grad():
             probs = lite0(images).softmax(dim=1)
@@ -85,6 +84,24 @@ def test_class_pictures_keep_their_class_under_held_out_views(lite0, threads):
             assert held_out[i] >= HELD_OUT_MIN, (name, seed, threads, held_out.tolist())
     assert_unchanged(before, lite0.model)
 
+
+def test_batch_size_bounds_memory_not_the_result(lite0):
+    """Two batches of two give the pictures one batch of four gives (same start, same random
+    transforms), up to float rounding; frames line up with the images."""
+    targets = ["lemon", "castle", 1, 2]
+    whole, frames = class_visualization(lite0, targets, size=64, steps=4, frames_every=2,
+                                        batch_size=4, progress=False)
+    split, split_frames = class_visualization(lite0, targets, size=64, steps=4, frames_every=2,
+                                              batch_size=2, progress=False)
+    torch.testing.assert_close(split, whole, atol=1e-4, rtol=1e-4)
+    assert len(split_frames) == len(frames) == 3
+    assert all(f.shape == (4, 3, 64, 64) for f in split_frames)
+    channels = channel_visualization(lite0, "blocks.2", [0, 1, 2], size=48, steps=3,
+                                     batch_size=1, progress=False)
+    torch.testing.assert_close(channels, channel_visualization(
+        lite0, "blocks.2", [0, 1, 2], size=48, steps=3, progress=False), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="batch_size"):
+        class_visualization(lite0, 1, steps=1, size=32, batch_size=0, progress=False)
 
 
 def test_channel_visualization_raises_its_channel_and_stops_at_the_layer(lite0):

@@ -45,6 +45,7 @@ from .render import (
     render,
 )
 from .transforms import (
+    ROBUST,
     STANDARD,
     Transform,
     blur,
@@ -61,6 +62,7 @@ from .transforms import (
 __all__ = [
     "COLOR_CORRELATION_SQRT",
     "RECIPES",
+    "ROBUST",
     "STANDARD",
     "FFTImage",
     "ForwardRecord",

@@ -20,6 +20,8 @@ painting saturated single-channel speckle.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 __all__ = [
@@ -89,6 +91,19 @@ class ImageParameterization:
     def after_step(self) -> None:
         """Called after every optimiser step (a pixel image clamps itself here)."""
 
+    def split(self, size: int) -> list[ImageParameterization]:
+        """Independent parameterisations of at most ``size`` images each, with copies of these
+        parameters (the same start, optimised in smaller batches to save memory)."""
+        parts = []
+        for chunk in zip(*(p.detach().split(size) for p in self.params)):
+            part = copy.copy(self)
+            part._set_params([c.clone().requires_grad_(True) for c in chunk])
+            parts.append(part)
+        return parts
+
+    def _set_params(self, params: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
 
 class PixelImage(ImageParameterization):
     """Pixels in [0, 1] optimised directly; clamped after every step.
@@ -110,6 +125,9 @@ class PixelImage(ImageParameterization):
 
     def rgb(self) -> torch.Tensor:
         return self.pixels
+
+    def _set_params(self, params: list[torch.Tensor]) -> None:
+        (self.pixels,) = self.params = params
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -137,6 +155,9 @@ class FFTImage(ImageParameterization):
         spectrum = torch.randn(n, channels, *freqs.shape, 2, generator=generator) * sd
         self.spectrum = spectrum.to(device).requires_grad_(True)
         self.params = [self.spectrum]
+
+    def _set_params(self, params: list[torch.Tensor]) -> None:
+        (self.spectrum,) = self.params = params
 
     def rgb(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale

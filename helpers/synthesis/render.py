@@ -21,7 +21,7 @@ from ..hooks import get_layer
 from ..models import LessonModel
 from .objectives import ForwardRecord, Objective, channel_mean, class_logit, layer_norm
 from .param import FFTImage, ImageParameterization, PixelImage, from_rgb, to_rgb
-from .transforms import STANDARD, Transform, compose, roll
+from .transforms import ROBUST, Transform, compose, roll
 
 __all__ = [
     "render",
@@ -138,11 +138,12 @@ def image_parameterization(shape: tuple[int, int, int, int], *, parameterization
     raise ValueError("parameterization must be 'fft' or 'pixel'")
 
 
-# Two recipes, one argument apart. "robust" (Olah et al. 2017): FFT + decorrelated colours, the
-# standard transforms, Adam 0.05; what people recognise. "naive" (the first papers): pixels, no
-# transforms; reaches p = 1 with pictures the model alone recognises (add a penalty for L1 / L2).
+# Two recipes, one argument apart. "robust" (Olah et al. 2017): FFT + decorrelated colours, their
+# transforms with larger jitters and a wider range of scales (``ROBUST``), Adam 0.05; what people
+# recognise. "naive" (the first papers): pixels, no transforms; reaches p = 1 with pictures the
+# model alone recognises (add a penalty for L1 / L2).
 RECIPES = {
-    "robust": {"parameterization": "fft", "decorrelate": True, "transforms": STANDARD},
+    "robust": {"parameterization": "fft", "decorrelate": True, "transforms": ROBUST},
     "naive": {"parameterization": "pixel", "decorrelate": False, "transforms": ()},
 }
 
@@ -160,23 +161,41 @@ def _recipe(recipe: str, parameterization, decorrelate, transforms) -> tuple[str
     return parameterization, decorrelate, list(transforms)
 
 
+def _render_in_batches(model: LessonModel, objective_for, targets: list, image, *,
+                       batch_size: int, desc: str, **knobs) -> tuple[torch.Tensor, list]:
+    """``render`` ``batch_size`` images at a time; ``objective_for(targets of a batch)`` gives
+    each batch its objective. The start is drawn once for all images and every batch draws the
+    same random transforms, so the result does not depend on ``batch_size`` (up to float
+    rounding): it only bounds the memory (about 65 MB per 160 px image, 120 MB at 224 px)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    results, frames = [], []
+    for start, part in zip(range(0, len(targets), batch_size), image.split(batch_size)):
+        result, part_frames = render(model, objective_for(targets[start: start + batch_size]),
+                                     part, desc=desc, **knobs)
+        results.append(result)
+        frames.append(part_frames)
+    return torch.cat(results), [torch.cat(frame) for frame in zip(*frames)]
+
+
 def class_visualization(model: LessonModel, target: int | str | Sequence[int | str], *,
                         recipe: str = "robust", parameterization: str | None = None,
                         decorrelate: bool | None = None,
                         transforms: Sequence[Transform] | None = None,
                         penalty: Objective | None = None, steps: int = 128, lr: float = 0.05,
-                        size: int = 224, seed: int = 0, frames_every: int = 0,
-                        progress: bool = True):
+                        size: int = 224, seed: int = 0, batch_size: int = 4,
+                        frames_every: int = 0, progress: bool = True):
     """An image the model scores as ``target``: ``argmax_I S_c(I) - penalty(I)``.
 
-    ``target``: a class (index or name) or a list, one image per class, optimised as one batch.
-    ``recipe="robust"`` (default): FFT + decorrelated colours + ``STANDARD`` transforms;
-    ``recipe="naive"``: pixels and no transforms. ``parameterization``, ``decorrelate`` and
-    ``transforms`` override the recipe's; ``penalty`` is an objective to subtract, e.g.
-    ``0.01 * l2()``. Defaults with reasons: 224 px is the size the model was trained on; Adam 0.05
-    and 128 steps reach p = 1 with views held out from the optimiser still above 0.9 (see
-    ``held_out_probability``). Returns ``(N, 3, size, size)`` in the model's input space; with
-    ``frames_every``, also the list of intermediate images.
+    ``target``: a class (index or name) or a list, one image per class, optimised
+    ``batch_size`` at a time. ``recipe="robust"`` (default): FFT + decorrelated colours +
+    ``ROBUST`` transforms; ``recipe="naive"``: pixels and no transforms. ``parameterization``,
+    ``decorrelate`` and ``transforms`` override the recipe's; ``penalty`` is an objective to
+    subtract, e.g. ``0.01 * l2()``. Defaults with reasons: 224 px is the size the model was
+    trained on; Adam 0.05 and 128 steps reach p = 1 with views held out from the optimiser
+    still at about 0.9 or more (see ``held_out_probability`` and benchmarks/RESULTS.md).
+    Returns ``(N, 3, size, size)`` in the model's input space; with ``frames_every``, also the
+    list of intermediate images.
     """
     model = _require_lesson_model(model)
     targets = [target] if isinstance(target, (int, str)) else list(target)
@@ -186,10 +205,14 @@ def class_visualization(model: LessonModel, target: int | str | Sequence[int | s
     image = image_parameterization((len(indices), 3, size, size),
                                    parameterization=parameterization, decorrelate=decorrelate,
                                    seed=seed, device=model.device)
-    objective = class_logit(indices) if penalty is None else class_logit(indices) - penalty
-    result, frames = render(model, objective, image, transforms=transforms, steps=steps, lr=lr,
-                            seed=seed, frames_every=frames_every, progress=progress,
-                            desc="class visualisation")
+
+    def objective_for(batch: list[int]) -> Objective:
+        return class_logit(batch) if penalty is None else class_logit(batch) - penalty
+
+    result, frames = _render_in_batches(
+        model, objective_for, indices, image, batch_size=batch_size, transforms=transforms,
+        steps=steps, lr=lr, seed=seed, frames_every=frames_every, progress=progress,
+        desc="class visualisation")
     return (result, frames) if frames_every else result
 
 
@@ -198,12 +221,13 @@ def channel_visualization(model: LessonModel, layer: str, channel: int | Sequenc
                           decorrelate: bool | None = None,
                           transforms: Sequence[Transform] | None = None,
                           penalty: Objective | None = None, steps: int = 96, lr: float = 0.05,
-                          size: int = 128, seed: int = 0, frames_every: int = 0,
-                          progress: bool = True):
+                          size: int = 128, seed: int = 0, batch_size: int = 8,
+                          frames_every: int = 0, progress: bool = True):
     """An image that maximises the mean activation of ``channel`` at ``layer`` (one image per
-    channel for a list). Same recipes as ``class_visualization``; the forward pass stops at
-    ``layer``. 128 px: a channel of a middle layer sees a patch smaller than that, and the
-    pattern repeats over the image anyway. Returns ``(N, 3, size, size)`` in input space."""
+    channel for a list, ``batch_size`` at a time). Same recipes as ``class_visualization``; the
+    forward pass stops at ``layer``. 128 px: a channel of a middle layer sees a patch smaller
+    than that, and the pattern repeats over the image anyway. Returns ``(N, 3, size, size)`` in
+    input space."""
     model = _require_lesson_model(model)
     channels = [channel] if isinstance(channel, int) else list(channel)
     parameterization, decorrelate, transforms = _recipe(recipe, parameterization, decorrelate,
@@ -211,11 +235,15 @@ def channel_visualization(model: LessonModel, layer: str, channel: int | Sequenc
     image = image_parameterization((len(channels), 3, size, size),
                                    parameterization=parameterization, decorrelate=decorrelate,
                                    seed=seed, device=model.device)
-    objective = channel_mean(layer, channels)
-    objective = objective if penalty is None else objective - penalty
-    result, frames = render(model, objective, image, transforms=transforms, steps=steps, lr=lr,
-                            seed=seed, frames_every=frames_every, progress=progress,
-                            desc=f"{layer}{channels}")
+
+    def objective_for(batch: list[int]) -> Objective:
+        objective = channel_mean(layer, batch)
+        return objective if penalty is None else objective - penalty
+
+    result, frames = _render_in_batches(
+        model, objective_for, channels, image, batch_size=batch_size, transforms=transforms,
+        steps=steps, lr=lr, seed=seed, frames_every=frames_every, progress=progress,
+        desc=f"{layer}{channels}")
     return (result, frames) if frames_every else result
 
 
