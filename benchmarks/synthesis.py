@@ -26,6 +26,12 @@ import helpers
 from helpers.synthesis import class_visualization, held_out_probability
 from helpers.synthesis.transforms import ROBUST_SCALES, ROTATIONS
 
+NOTE = ("Both recipes draw the same transforms, but they differ in one way that matters for "
+        "time: lucent's `jitter` translates the image (its size stays) and its `random_scale` pads "
+        "a shrunk image back to its size, while ours, like lucid's, crops and passes the smaller "
+        "image on. So our forward passes are smaller, more so with the robust jitters and scales. "
+        "With the standard transforms ours takes 10.8 to 11.0 s per class image at 1 thread "
+        "(`benchmarks/held_out.py`): about 0.75 x lucent.")
 CLASSES = ["goldfish", "tarantula", "monarch", "espresso", "volcano", "daisy", "pizza",
            "jellyfish"]
 
@@ -102,7 +108,7 @@ def main() -> None:
         "synthesis.py", "Class visualisation: time per class image vs torch-lucent",
         f"{size} x {size} px, {steps} Adam steps, seed 0; load average at the end {load:.1f}. "
         "Target: ours <= 0.6 x lucent's time per class image.\n\n" + table(rows) + "\n\n"
-        "Our pictures in the last run (2 threads):\n\n" + table(quality))
+        "Our pictures in the last run (2 threads):\n\n" + table(quality) + "\n\n" + NOTE)
 
 
 if __name__ == "__main__":
