@@ -135,8 +135,9 @@ STANDARD: list[Transform] = [
 # steps of 0.02. Measured on classes the lessons do not show (benchmarks/RESULTS.md): with the
 # standard list most pictures lose their class when shown at 0.6 of their size; wider scales
 # alone fix that, but then some lose it when the centre is enlarged (they keep their evidence
-# at the border, which 8 + 4 px of jitter rarely hides). The held-out views stay outside what is drawn here: no flip, no 0.6x, no
-# 1.25x zoom of the centre, no 12 degree turn (160 px, 0.71x, is a size inside the range).
+# at the border, which 8 + 4 px of jitter rarely hides). The held-out views stay outside what
+# is drawn here: no flip, no 0.6x, no 1.25x zoom of the centre, no 12 degree turn (160 px, 0.71x
+# of a 224 px picture, is a size inside the range).
 ROBUST_SCALES = [round(0.7 + 0.02 * i, 2) for i in range(26)]
 ROBUST: list[Transform] = [
     pad(12),
