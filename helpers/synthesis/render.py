@@ -165,8 +165,9 @@ def _render_in_batches(model: LessonModel, objective_for, targets: list, image, 
                        batch_size: int, desc: str, **knobs) -> tuple[torch.Tensor, list]:
     """``render`` ``batch_size`` images at a time; ``objective_for(targets of a batch)`` gives
     each batch its objective. The start is drawn once for all images and every batch draws the
-    same random transforms, so the result does not depend on ``batch_size`` (up to float
-    rounding): it only bounds the memory (about 65 MB per 160 px image, 120 MB at 224 px)."""
+    same random transforms, so the result does not depend on ``batch_size`` up to float rounding
+    (which Adam's first steps can amplify to about 1e-3): it only bounds the memory (about 65 MB
+    per 160 px image)."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     results, frames = [], []
