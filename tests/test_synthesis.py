@@ -90,7 +90,7 @@ def test_batch_size_bounds_memory_not_the_result(lite0):
     """Batches of two (or one) give the pictures one batch gives (same start, same random
     transforms), up to float rounding: with 2 threads a batch's size changes the rounding, which
     Adam's normalised first steps amplify where a gradient is near zero (measured: 0.002 at most,
-    against 0.5 between two seeds). Frames line up with the images."""
+    against 0.5 between two seeds). Every frame has one picture per image."""
     def assert_same_pictures(a, b, other_seed):
         assert (a - b).abs().max() < 0.05
         assert (a - other_seed).abs().mean() > 10 * (a - b).abs().mean() + 0.01

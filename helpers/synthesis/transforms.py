@@ -4,7 +4,8 @@ A transform is a callable ``(rgb, generator) -> rgb`` on a batch ``(N, 3, H, W)`
 that draws its randomness from ``generator`` (never torch's global generator). A list of
 transforms is applied in order (``compose``). Every transform is differentiable, so the gradient
 reaches the image through it. ``STANDARD`` is the list of Olah et al. (2017): pad, jitter, scale,
-rotate, jitter. ``ROBUST``, the course's default, is the same list with a wider range of scales.
+rotate, jitter. ``ROBUST``, the course's default, is the same list with larger jitters and a
+wider range of scales.
 
 ``held_out_views`` are *fixed* transforms the optimiser never sees; ``held_out_probability``
 asks the model about them: a picture of the class keeps its class under a flip or a zoom, an
