@@ -161,22 +161,32 @@ def _recipe(recipe: str, parameterization, decorrelate, transforms) -> tuple[str
     return parameterization, decorrelate, list(transforms)
 
 
-def _render_in_batches(model: LessonModel, objective_for, targets: list, image, *,
-                       batch_size: int, desc: str, **knobs) -> tuple[torch.Tensor, list]:
-    """``render`` ``batch_size`` images at a time; ``objective_for(targets of a batch)`` gives
-    each batch its objective. The start is drawn once for all images and every batch draws the
-    same random transforms, so the result does not depend on ``batch_size`` up to float rounding
-    (which Adam's first steps can amplify to about 1e-3): it only bounds the memory (about 65 MB
-    per 160 px image)."""
+def _visualize(model: LessonModel, objective_for, targets: list, *, recipe: str,
+               parameterization: str | None, decorrelate: bool | None,
+               transforms: Sequence[Transform] | None, penalty: Objective | None, size: int,
+               seed: int, batch_size: int, frames_every: int, desc: str, **knobs):
+    """The body both visualisations share: one image per target, ``batch_size`` at a time, each
+    batch maximising ``objective_for(its targets) - penalty``. The start is drawn once for all
+    images and every batch draws the same random transforms, so the result does not depend on
+    ``batch_size`` up to float rounding (which Adam's first steps can amplify to about 1e-3): it
+    only bounds the memory (about 65 MB per 160 px image)."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    parameterization, decorrelate, transforms = _recipe(recipe, parameterization, decorrelate,
+                                                        transforms)
+    image = image_parameterization((len(targets), 3, size, size),
+                                   parameterization=parameterization, decorrelate=decorrelate,
+                                   seed=seed, device=model.device)
     results, frames = [], []
     for start, part in zip(range(0, len(targets), batch_size), image.split(batch_size)):
-        result, part_frames = render(model, objective_for(targets[start: start + batch_size]),
-                                     part, desc=desc, **knobs)
+        objective = objective_for(targets[start: start + batch_size])
+        objective = objective if penalty is None else objective - penalty
+        result, part_frames = render(model, objective, part, transforms=transforms, seed=seed,
+                                     frames_every=frames_every, desc=desc, **knobs)
         results.append(result)
         frames.append(part_frames)
-    return torch.cat(results), [torch.cat(frame) for frame in zip(*frames)]
+    result = torch.cat(results)
+    return (result, [torch.cat(frame) for frame in zip(*frames)]) if frames_every else result
 
 
 def class_visualization(model: LessonModel, target: int | str | Sequence[int | str], *,
@@ -200,21 +210,11 @@ def class_visualization(model: LessonModel, target: int | str | Sequence[int | s
     """
     model = _require_lesson_model(model)
     targets = [target] if isinstance(target, (int, str)) else list(target)
-    indices = [model.class_index(t) for t in targets]
-    parameterization, decorrelate, transforms = _recipe(recipe, parameterization, decorrelate,
-                                                        transforms)
-    image = image_parameterization((len(indices), 3, size, size),
-                                   parameterization=parameterization, decorrelate=decorrelate,
-                                   seed=seed, device=model.device)
-
-    def objective_for(batch: list[int]) -> Objective:
-        return class_logit(batch) if penalty is None else class_logit(batch) - penalty
-
-    result, frames = _render_in_batches(
-        model, objective_for, indices, image, batch_size=batch_size, transforms=transforms,
-        steps=steps, lr=lr, seed=seed, frames_every=frames_every, progress=progress,
-        desc="class visualisation")
-    return (result, frames) if frames_every else result
+    return _visualize(model, class_logit, [model.class_index(t) for t in targets],
+                      recipe=recipe, parameterization=parameterization, decorrelate=decorrelate,
+                      transforms=transforms, penalty=penalty, steps=steps, lr=lr, size=size,
+                      seed=seed, batch_size=batch_size, frames_every=frames_every,
+                      progress=progress, desc="class visualisation")
 
 
 def channel_visualization(model: LessonModel, layer: str, channel: int | Sequence[int], *,
@@ -231,21 +231,11 @@ def channel_visualization(model: LessonModel, layer: str, channel: int | Sequenc
     input space."""
     model = _require_lesson_model(model)
     channels = [channel] if isinstance(channel, int) else list(channel)
-    parameterization, decorrelate, transforms = _recipe(recipe, parameterization, decorrelate,
-                                                        transforms)
-    image = image_parameterization((len(channels), 3, size, size),
-                                   parameterization=parameterization, decorrelate=decorrelate,
-                                   seed=seed, device=model.device)
-
-    def objective_for(batch: list[int]) -> Objective:
-        objective = channel_mean(layer, batch)
-        return objective if penalty is None else objective - penalty
-
-    result, frames = _render_in_batches(
-        model, objective_for, channels, image, batch_size=batch_size, transforms=transforms,
-        steps=steps, lr=lr, seed=seed, frames_every=frames_every, progress=progress,
-        desc=f"{layer}{channels}")
-    return (result, frames) if frames_every else result
+    return _visualize(model, lambda batch: channel_mean(layer, batch), channels,
+                      recipe=recipe, parameterization=parameterization, decorrelate=decorrelate,
+                      transforms=transforms, penalty=penalty, steps=steps, lr=lr, size=size,
+                      seed=seed, batch_size=batch_size, frames_every=frames_every,
+                      progress=progress, desc=f"{layer}{channels}")
 
 
 def octave_sizes(height: int, width: int, *, octaves: int, scale: float) -> list[tuple[int, int]]:
