@@ -14,11 +14,11 @@ and ``helpers.common`` the plumbing they share.
 from .hooks import evaluating, get_layer, layer_names, layer_roles, record
 from .images import ImageLoadError, load_image, sample_names
 from .models import LessonModel, Prediction, WeightsUnavailableError, load_model, model_names
+from .notebook import setup_notebook
 from .plotting import (
     channel_grid,
     overlay,
     plot_predictions,
-    setup_notebook,
     show_heatmaps,
     show_images,
 )

@@ -20,9 +20,9 @@ __all__ = [
     "DATA_DIR", "MAX_PIXELS",
 ]
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "images"
+DATA_DIR = Path(__file__).resolve().parent / "data" / "images"
 
-# Sample name -> file in data/images (sources and licences: data/SOURCES.md).
+# Sample name -> file in helpers/data/images (sources and licences: helpers/data/SOURCES.md).
 SAMPLES = {
     "cat": "chelsea.png",
     "chelsea": "chelsea.png",

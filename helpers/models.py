@@ -40,7 +40,7 @@ __all__ = [
 
 BUNDLED = "efficientnet_lite0"
 ZOO = ("alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "densenet121")
-COURSE = ("course_vit", "course_cnn")  # trained by tools/train_vit.py, weights in data/models
+COURSE = ("course_vit", "course_cnn")  # trained by tools/train_vit.py, weights in helpers/data/models
 TIMM_ZOO = {"vit_tiny_patch16_224": "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"}  # hub ids
 MIRROR_ENV = "CNNVIS_WEIGHTS_MIRROR"  # a teacher's local copy of download.pytorch.org/models/
 
@@ -298,7 +298,7 @@ def _load_course(name: str, pretrained: bool) -> LessonModel:
     with torch.random.fork_rng(devices=[]):
         model = build_course_model(name)
     if pretrained:
-        path = Path(__file__).resolve().parents[1] / "data" / "models" / f"{name}.pt"
+        path = Path(__file__).resolve().parent / "data" / "models" / f"{name}.pt"
         if not path.exists():
             raise WeightsUnavailableError(f"{path} is missing; tools/train_vit.py makes it")
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -32,7 +32,7 @@ __all__ = [
     "split_signs",
     "figure_to_png",
     "to_numpy_image",
-    "setup_notebook",
+    "use_inline_format",
     "kernel_tiles",
     "kernel_mosaic",
     "colorize",
@@ -43,7 +43,8 @@ __all__ = [
     "animation",
 ]
 
-HEATMAP_CMAP = "jet"  # the CAM literature's colour map: students compare with the papers
+HEATMAP_CMAP = "turbo"  # jet's order (blue = low, red = high, as in the CAM papers) without
+# jet's false bands: lightness rises smoothly (Mikhailov 2019)
 SIGNED_CMAP = "RdBu_r"  # red positive, blue negative, white zero
 ACTIVATION_CMAP = "viridis"
 
@@ -231,13 +232,12 @@ def figure_to_png(fig: Figure, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
-def setup_notebook(seed: int = 0, jpeg_quality: int = 88) -> None:
-    """One call at the top of every lesson: seed torch (repeatable pictures) and show inline
-    figures as JPEG (photos and heatmaps as PNG would make each notebook several MB)."""
-    torch.manual_seed(seed)
+def use_inline_format(*, jpeg_quality: int = 88) -> None:
+    """Show inline figures as JPEG of ``jpeg_quality`` (photos and heatmaps as PNG would make each
+    notebook several MB); outside IPython, nothing to configure."""
     try:
         from matplotlib_inline.backend_inline import set_matplotlib_formats
-    except ImportError:  # not inside IPython: nothing to configure
+    except ImportError:
         return
     set_matplotlib_formats("jpeg", pil_kwargs={"quality": jpeg_quality})
 

@@ -11,8 +11,8 @@ Recipe (the same for both models, fixed seed): every step draws a fresh batch of
 with ``make_shapes(128, seed=TRAIN_SEED + step)``, so no image repeats; AdamW, linear warm-up
 then cosine decay, cross-entropy. The held-out test set is ``make_shapes(2000, seed=TEST_SEED)``,
 never seen in training. Weights are stored in float16 (half the bytes; the accuracy printed at the
-end is measured after the round trip through float16) in ``data/models/<name>.pt`` and the
-numbers in ``data/models/training.json``.
+end is measured after the round trip through float16) in ``helpers/data/models/<name>.pt`` and the
+numbers in ``helpers/data/models/training.json``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from helpers.shapes import build_course_model, make_shapes  # noqa: E402
 
-OUT = ROOT / "data" / "models"
+OUT = ROOT / "helpers" / "data" / "models"
 TRAIN_SEED = 1_000_000  # batch i of training uses seed TRAIN_SEED + i
 TEST_SEED = 7  # the held-out test set (lessons use other seeds again)
 MEAN = STD = 0.5  # inputs are (pixels - 0.5) / 0.5, as for the bundled Lite0
