@@ -40,7 +40,7 @@ __all__ = [
 
 BUNDLED = "efficientnet_lite0"
 ZOO = ("alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "densenet121")
-COURSE = ("course_vit", "course_cnn")  # trained by tools/train_vit.py, weights in helpers/data/models
+COURSE = ("course_vit", "course_cnn")  # tools/train_vit.py; weights in helpers/data/models
 TIMM_ZOO = {"vit_tiny_patch16_224": "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"}  # hub ids
 MIRROR_ENV = "CNNVIS_WEIGHTS_MIRROR"  # a teacher's local copy of download.pytorch.org/models/
 
