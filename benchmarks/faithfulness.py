@@ -1,4 +1,4 @@
-"""Time helpers.faithfulness against its peers, in one run, rounds interleaved.
+"""Time occlusion, the causal curves and ROAD's imputation against peers, rounds interleaved.
 
 - occlusion (Lite0, one 224x224 image, window 32, stride 16: 169 occluded copies) against captum's
   ``Occlusion`` with its default ``perturbations_per_eval=1`` and with 8 (the batch we use);
@@ -22,8 +22,11 @@ import torch
 from _report import table, write_section
 
 import helpers
+from helpers.baselines import random_map
 from helpers.cam import grad_cam
-from helpers.faithfulness import deletion, noisy_linear_imputation, occlusion, random_map
+from helpers.causal import deletion
+from helpers.imputation import noisy_linear_imputation
+from helpers.occlusion import occlusion
 
 warnings.filterwarnings("ignore")
 
@@ -64,8 +67,8 @@ def main() -> None:
         "occlusion 32/16 (captum, 8 per eval)": lambda: Occlusion(model.model).attribute(
             x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), baselines=0.0,
             target=target, perturbations_per_eval=8),
-        "deletion curve, 28 steps (ours)": lambda: deletion(model, x, cam, target, steps=28,
-                                                            progress=False),
+        "deletion curve, 28 steps (ours)": lambda: deletion(model, x, target, attribution=cam,
+                                                            steps=28, progress=False),
     }
     for name, known in masks.items():
         candidates[f"ROAD imputation, {name} (ours)"] = (

@@ -28,6 +28,7 @@ Activations without a defined rule (SiLU, GELU, LeakyReLU, ...) raise
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -35,10 +36,21 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
-from .common import Target, check_batch, evaluating, fixed_targets, resolve_targets, unwrap
+from .common import (
+    Target,
+    check_batch,
+    check_int,
+    check_number,
+    evaluating,
+    fixed_targets,
+    resolve_targets,
+    unwrap,
+)
 
 __all__ = [
     "UnsupportedActivationError",
+    "InputPass",
+    "input_pass",
     "saliency",
     "smooth_grad",
     "gradient_x_input",
@@ -51,23 +63,49 @@ class UnsupportedActivationError(TypeError):
     """A backward rule is defined for ReLU and ReLU6 only; the message names the activation."""
 
 
-def _input_gradient(model, x: torch.Tensor, target: Target, rule: str | None = None
-                    ) -> torch.Tensor:
-    """d(score of each image's target class)/d(input), with an optional ReLU backward rule."""
+@dataclass
+class InputPass:
+    """One forward pass kept with its graph, so that input gradients for several classes cost one
+    backward each (an explorer's class switch). ``leaf`` ``(N, 3, H, W)`` is the input that
+    requires grad, ``logits`` ``(N, classes)``; ``rule`` the ReLU backward rule it was run with."""
+
+    model: torch.nn.Module
+    leaf: torch.Tensor
+    logits: torch.Tensor
+    rule: str | None = None
+
+    def gradient(self, target: Target = None, *, keep_graph: bool = False) -> torch.Tensor:
+        """``d y_c / d x`` ``(N, 3, H, W)`` for ``target`` (as every method takes it);
+        ``keep_graph=True`` allows another call."""
+        index = resolve_targets(self.model, self.logits, target)
+        score = self.logits.gather(1, index[:, None]).sum()  # images are independent in eval mode
+        (grad,) = torch.autograd.grad(score, self.leaf, retain_graph=keep_graph)
+        return grad
+
+
+def input_pass(model, x: torch.Tensor, *, rule: str | None = None) -> InputPass:
+    """Run ``model(x)`` in eval mode with the graph from the input on (``rule``: ``None``,
+    ``"guided"`` or ``"deconvnet"``, the ReLU backward rule); the parameters are not
+    differentiated."""
     check_batch(x)
+    if rule not in (None, "guided", "deconvnet"):
+        raise ValueError(f"rule must be None, 'guided' or 'deconvnet', not {rule!r}")
     net = unwrap(model)
     with evaluating(net), torch.enable_grad():
-        x_leaf = x.detach().requires_grad_(True)
-        x_in = x_leaf.clone()  # a model may modify its input in place; a leaf cannot be
+        leaf = x.detach().requires_grad_(True)
+        x_in = leaf.clone()  # a model may modify its input in place; a leaf cannot be
         if rule is None:
             logits = net(x_in)
         else:
             with _ReluRuleMode(rule):
                 logits = net(x_in)
-        index = resolve_targets(model, logits, target)
-        score = logits.gather(1, index[:, None]).sum()  # images are independent in eval mode
-        (grad,) = torch.autograd.grad(score, x_leaf)
-    return grad
+    return InputPass(model, leaf, logits, rule)
+
+
+def _input_gradient(model, x: torch.Tensor, target: Target, rule: str | None = None
+                    ) -> torch.Tensor:
+    """d(score of each image's target class)/d(input), with an optional ReLU backward rule."""
+    return input_pass(model, x, rule=rule).gradient(target)
 
 
 def saliency(model, x: torch.Tensor, target: Target = None) -> torch.Tensor:
@@ -111,8 +149,9 @@ def smooth_grad(model, x: torch.Tensor, target: Target = None, *, n: int = 25,
     global generator.
     ``(N, 3, H, W)`` -> ``(N, 3, H, W)``.
     """
-    if n < 1:
-        raise ValueError("n must be at least 1")
+    check_int("n", n)
+    check_int("batch_size", batch_size)
+    check_number("noise", noise, low=0.0)
     check_batch(x)
     classes = fixed_targets(model, x, target)
     span = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)

@@ -24,25 +24,36 @@ distillation, register: timm's ``num_prefix_tokens``) and is laid out on the pat
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .attribution import guided_backprop
-from .common import Target, check_batch, evaluating, fixed_targets, minmax, resolve_targets, unwrap
-from .hooks import Layer, get_layer, layer_roles, split_forward
+from .common import (
+    Target,
+    check_batch,
+    check_int,
+    evaluating,
+    fixed_targets,
+    forward_in_chunks,
+    minmax,
+    resolve_targets,
+    unwrap,
+)
+from .hooks import Layer, get_layer, layer_roles, patch_grid, split_forward
 
 __all__ = [
     "LayerPass",
     "as_grid",
     "capture_layer",
     "cam_from_weights",
+    "class_map",
     "cam_weights",
     "grad_cam_weights",
     "score_cam_masks",
@@ -81,17 +92,7 @@ def as_grid(model, output: torch.Tensor) -> torch.Tensor:
             f"{tuple(output.shape)}. Choose another layer, or pass reshape=f with f(output) -> "
             "(N, K, h, w)")
     n, tokens, dim = output.shape
-    prefix = int(getattr(net, "num_prefix_tokens", 1 if getattr(net, "cls_token", None) is not None
-                         else 0))
-    patches = tokens - prefix
-    grid = getattr(getattr(net, "patch_embed", None), "grid_size", None)
-    if grid is None or grid[0] * grid[1] != patches:
-        side = math.isqrt(patches)
-        if side * side != patches:
-            raise ValueError(
-                f"cannot lay {tokens} tokens ({prefix} prefix tokens) on a square patch grid; pass "
-                "reshape=f with f(output) -> (N, K, h, w), e.g. dropping your model's extra tokens")
-        grid = (side, side)
+    prefix, grid = patch_grid(net, tokens)
     return output[:, prefix:].reshape(n, grid[0], grid[1], dim).permute(0, 3, 1, 2)
 
 
@@ -102,7 +103,8 @@ class LayerPass:
     """What a forward pass saw at one layer; every weights function takes one of these.
 
     ``activations`` ``(N, K, h, w)`` (detached), ``logits`` ``(N, classes)`` (still in the graph
-    from the layer on), ``index`` ``(N,)`` the target classes, ``model`` the ``nn.Module``, ``x``
+    from the layer on), ``target`` ``(N,)`` the target class indices, ``model`` the
+    ``nn.Module``, ``x``
     the input batch ``(N, C, H, W)``.
     """
 
@@ -110,19 +112,38 @@ class LayerPass:
     x: torch.Tensor
     activations: torch.Tensor
     logits: torch.Tensor
-    index: torch.Tensor
+    target: torch.Tensor
     layer_output: torch.Tensor  # the layer's raw output, a leaf that requires grad
     reshape: Reshape
+    layer: str = ""  # the layer's name (what ``layer=None`` picked)
 
-    def gradients(self, index: torch.Tensor | None = None, *, keep_graph: bool = False
-                  ) -> torch.Tensor:
-        """``d y_c / d A`` ``(N, K, h, w)`` for the classes ``index`` (default: ``self.index``).
-        One backward through the part of the net after the layer; ``keep_graph=True`` allows
-        another call (for another class)."""
-        index = self.index if index is None else index
-        score = self.logits.gather(1, index[:, None]).sum()  # images are independent in eval mode
+    def gradients(self, *, keep_graph: bool = False) -> torch.Tensor:
+        """``d y_c / d A`` ``(N, K, h, w)`` for the classes ``target``. One backward through the
+        part of the net after the layer; ``keep_graph=True`` allows another call (for another
+        class: ``layer_pass.for_target(index)``)."""
+        score = self.logits.gather(1, self.target[:, None]).sum()  # images independent in eval
         (grads,) = torch.autograd.grad(score, self.layer_output, retain_graph=keep_graph)
         return self.reshape(grads)
+
+    def for_target(self, target: torch.Tensor) -> LayerPass:
+        """The same pass for other classes ``target`` ``(N,)`` (no new forward pass: an explorer
+        switches class with one backward; call ``gradients(keep_graph=True)`` on it)."""
+        return dataclasses.replace(self, target=torch.as_tensor(target, device=self.logits.device))
+
+
+_REPORTED: set[type] = set()
+
+
+def _default_layer(net: nn.Module) -> str:
+    """``layer_roles(net).cam_layer``, said once per kind of model (as torchcam logs it), so that
+    a student knows which layer ``layer=None`` explains."""
+    name = layer_roles(net).cam_layer
+    if type(net) not in _REPORTED:
+        _REPORTED.add(type(net))
+        warnings.warn(f"layer=None: explaining {type(net).__name__} at {name!r}, its "
+                      "layer_roles(model).cam_layer (pass layer= to choose another)",
+                      stacklevel=5)
+    return name
 
 
 def capture_layer(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
@@ -132,7 +153,8 @@ def capture_layer(model, x: torch.Tensor, target: Target = None, *, layer: Layer
     from the layer on only, so it works with frozen weights and inside ``torch.no_grad()``."""
     check_batch(x)
     net = unwrap(model)
-    layer = layer if layer is not None else layer_roles(net).cam_layer
+    if layer is None:
+        layer = _default_layer(net)
     name, _ = get_layer(net, layer)
     with evaluating(net), torch.enable_grad():
         output, logits = split_forward(net, x, name)
@@ -140,30 +162,46 @@ def capture_layer(model, x: torch.Tensor, target: Target = None, *, layer: Layer
     activations = to_grid(output.detach())
     if activations.ndim != 4:
         raise ValueError(f"reshape must give (N, K, h, w), gave {tuple(activations.shape)}")
-    index = resolve_targets(model, logits, target)
-    return LayerPass(net, x, activations, logits, index, output, to_grid)
+    classes = resolve_targets(model, logits, target)
+    return LayerPass(net, x, activations, logits, classes, output, to_grid, name)
 
 
 # ----- the shared core ---------------------------------------------------------------------------
 
 def cam_from_weights(activations: torch.Tensor, weights: torch.Tensor,
-                     size: tuple[int, int] | None = None) -> torch.Tensor:
+                     size: tuple[int, int] | None = None, *, relu: bool = True,
+                     normalize: bool = True) -> torch.Tensor:
     """The shared core: ``ReLU(sum_k w_k A_k)`` ``(N, h, w)`` from ``activations`` ``(N, K, h, w)``
     and ``weights`` ``(N, K)`` (the sum starts at zero), upsampled bilinearly to ``size``
-    ``(H, W)`` if given, then min-max scaled per image to [0, 1] (0 everywhere on a flat map)."""
-    maps = F.relu(torch.einsum("nk,nkhw->nhw", weights, activations))
+    ``(H, W)`` if given, then min-max scaled per image to [0, 1] (0 everywhere on a flat map).
+
+    ``relu=False`` keeps the signed sum (CAM as Zhou et al. define it has no ReLU; the ReLU is
+    Grad-CAM's). ``normalize=False`` keeps the raw values, which can be compared across images
+    and classes (as captum's ``LayerGradCam`` and torchcam's ``normalized=False``)."""
+    maps = torch.einsum("nk,nkhw->nhw", weights, activations)
+    if relu:
+        maps = F.relu(maps)
     if size is not None and tuple(maps.shape[-2:]) != tuple(size):
         maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return minmax(maps)
+    return minmax(maps) if normalize else maps
 
 
-def _class_map(model, x, target, *, layer, reshape, weights_fn, upsample: bool
-               ) -> torch.Tensor:
-    layer_pass = capture_layer(model, x, target, layer=layer, reshape=reshape)
+def class_map(layer_pass: LayerPass, weights_fn: Callable[[LayerPass], torch.Tensor], *,
+              upsample: bool = True, relu: bool = True, normalize: bool = True) -> torch.Tensor:
+    """A CAM from a captured pass: ``cam_from_weights`` with ``weights_fn(layer_pass)``,
+    upsampled to the input (``upsample=False``: the layer's ``(N, h, w)``). Every CAM method is
+    this on a fresh ``capture_layer``; an explorer calls it on a cached pass."""
     with torch.enable_grad():
         weights = weights_fn(layer_pass)
-    size = tuple(x.shape[-2:]) if upsample else None
-    return cam_from_weights(layer_pass.activations, weights.detach(), size)
+    size = tuple(layer_pass.x.shape[-2:]) if upsample else None
+    return cam_from_weights(layer_pass.activations, weights.detach(), size, relu=relu,
+                            normalize=normalize)
+
+
+def _class_map(model, x, target, *, layer, reshape, weights_fn, upsample, relu, normalize
+               ) -> torch.Tensor:
+    layer_pass = capture_layer(model, x, target, layer=layer, reshape=reshape)
+    return class_map(layer_pass, weights_fn, upsample=upsample, relu=relu, normalize=normalize)
 
 
 # ----- the variants: one weights function each ---------------------------------------------------
@@ -193,7 +231,7 @@ def cam_weights(layer_pass: LayerPass) -> torch.Tensor:
             f"CAM: the layer has {channels} channels but the classifier takes "
             f"{head.in_features}; CAM needs the layer that feeds the global average pooling "
             f"into the classifier. For other layers or nets (VGG, AlexNet) use grad_cam.")
-    return head.weight[layer_pass.index].detach().to(layer_pass.activations.dtype)
+    return head.weight[layer_pass.target].detach().to(layer_pass.activations.dtype)
 
 
 def grad_cam_weights(layer_pass: LayerPass, *, keep_graph: bool = False) -> torch.Tensor:
@@ -210,15 +248,10 @@ def score_cam_masks(activations: torch.Tensor, size: tuple[int, int]) -> torch.T
     return minmax(masks)
 
 
-# Bytes a masked image costs in a no-grad forward, as a multiple of its own size: a few of the
-# largest activations are alive at once (Lite0 at 224: 96 x 112 x 112 floats, 8x the input).
-_ACTIVATION_FACTOR = 32
-
-
 @torch.no_grad()
 def score_cam_weights(layer_pass: LayerPass, *, top_k: int | None = None, rank_by: str = "mean",
                       score: str = "probability", channel_softmax: bool = False,
-                      memory_mb: float = 100.0, progress: bool = True) -> torch.Tensor:
+                      batch_size: int = 5, progress: bool = True) -> torch.Tensor:
     """Score-CAM's channel weights ``(N, K)``: how much the class likes the input seen through
     each channel. ``M_k = score_cam_masks(A)_k``; ``s_k`` = the class score of ``x * M_k``.
 
@@ -230,83 +263,112 @@ def score_cam_weights(layer_pass: LayerPass, *, top_k: int | None = None, rank_b
 
     Cost: one forward pass per channel and image. ``top_k`` (fast mode) scores only the k
     channels with the highest activation ``rank_by`` ("mean" or "var"); the others get weight 0.
-    Masked inputs go through the network in chunks that fit ``memory_mb`` (the default, 5 images
-    of 224 x 224, was the fastest chunk on 2 CPU cores: larger batches spill the caches).
+    Masked inputs go through the network ``batch_size`` at a time (5 images of 224 x 224, about
+    100 MB of activations on Lite0, was the fastest chunk on 2 CPU cores: larger batches spill
+    the caches).
+
+    Args: ``layer_pass`` from ``capture_layer``; ``top_k``: channels scored (None: all);
+    ``rank_by``: how the fast mode picks them; ``score``: ``"probability"`` or ``"logit"``;
+    ``channel_softmax``: softmax of the scores over channels; ``batch_size``; ``progress``: a bar.
+    Returns ``(N, K)``. Example: ``score_cam_weights(capture_layer(model, x, "tabby"), top_k=32)``.
     """
     if score not in ("logit", "probability"):
         raise ValueError("score must be 'logit' or 'probability'")
     if rank_by not in ("mean", "var"):
         raise ValueError("rank_by must be 'mean' or 'var'")
+    check_int("batch_size", batch_size)
+    if top_k is not None:
+        check_int("top_k", top_k)
     net, x, activations = layer_pass.model, layer_pass.x, layer_pass.activations
     n, k = activations.shape[:2]
-    per_image = x[0].numel() * x.element_size() * _ACTIVATION_FACTOR
-    chunk = max(1, int(memory_mb * 1e6 // per_image))
     weights = torch.zeros(n, k, device=x.device, dtype=x.dtype)
-    with evaluating(net):
-        for i in range(n):
-            a = activations[i]
-            channels = torch.arange(k, device=x.device)
-            if top_k is not None and top_k < k:
-                ranking = a.mean(dim=(1, 2)) if rank_by == "mean" else a.var(dim=(1, 2))
-                channels = ranking.topk(top_k).indices
-            scores = torch.empty(len(channels), device=x.device, dtype=x.dtype)
-            starts = range(0, len(channels), chunk)
-            for start in tqdm(starts, desc=f"Score-CAM image {i + 1}/{n}", leave=False,
-                              disable=not progress or len(starts) < 2):
-                picked = channels[start:start + chunk]
-                out = net(x[i:i + 1] * score_cam_masks(a[picked], x.shape[-2:]))
-                values = out if score == "logit" else out.softmax(dim=1)
-                scores[start:start + len(picked)] = values[:, layer_pass.index[i]]
-            if channel_softmax:
-                weights[i, channels] = scores.softmax(dim=0)
-            else:  # as the authors' code: a flat channel (no mask at all) gets no weight
-                flat = a[channels].amax(dim=(1, 2)) <= a[channels].amin(dim=(1, 2))
-                weights[i, channels] = scores.masked_fill(flat, 0.0)
+    for i in range(n):
+        a = activations[i]
+        channels = torch.arange(k, device=x.device)
+        if top_k is not None and top_k < k:
+            ranking = a.mean(dim=(1, 2)) if rank_by == "mean" else a.var(dim=(1, 2))
+            channels = ranking.topk(top_k).indices
+        scores = torch.empty(len(channels), device=x.device, dtype=x.dtype)
+
+        def masked(chunk, i=i, a=a):  # the image seen through each chunk's channel masks
+            return x[i:i + 1] * score_cam_masks(a[torch.stack(list(chunk))], x.shape[-2:])
+
+        done = 0
+        for chunk, out in forward_in_chunks(net, channels, masked, batch_size=batch_size,
+                                            desc=f"Score-CAM image {i + 1}/{n}",
+                                            progress=progress):
+            values = out if score == "logit" else out.softmax(dim=1)
+            scores[done:done + len(chunk)] = values[:, layer_pass.target[i]]
+            done += len(chunk)
+        if channel_softmax:
+            weights[i, channels] = scores.softmax(dim=0)
+        else:  # as the authors' code: a flat channel (no mask at all) gets no weight
+            flat = a[channels].amax(dim=(1, 2)) <= a[channels].amin(dim=(1, 2))
+            weights[i, channels] = scores.masked_fill(flat, 0.0)
     return weights
 
 
 # ----- the methods -------------------------------------------------------------------------------
 
 def cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
-        upsample: bool = True) -> torch.Tensor:
-    """CAM: ``ReLU(sum_k W[c, k] A_k)`` with the classifier's weights (``cam_weights``).
-    ``x`` ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1]."""
-    return _class_map(model, x, target, layer=layer, reshape=None, weights_fn=cam_weights,
-                      upsample=upsample)
+        reshape: Reshape | None = None, upsample: bool = True, relu: bool = True,
+        normalize: bool = True) -> torch.Tensor:
+    """CAM (Zhou et al. 2016): ``sum_k W[c, k] A_k`` with the classifier's weights
+    (``cam_weights``), here with Grad-CAM's ReLU unless ``relu=False``.
+
+    Args: ``x`` ``(N, 3, H, W)``; ``target`` as everywhere; ``layer`` (default
+    ``layer_roles(model).cam_layer``, the one feeding the pooled classifier); ``reshape``,
+    ``upsample``, ``relu``, ``normalize`` as in ``class_map``. Returns ``(N, H, W)`` in [0, 1].
+    Example: ``cam(model, x, "tabby")``.
+    """
+    return _class_map(model, x, target, layer=layer, reshape=reshape, weights_fn=cam_weights,
+                      upsample=upsample, relu=relu, normalize=normalize)
 
 
 def grad_cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
-             reshape: Reshape | None = None, upsample: bool = True) -> torch.Tensor:
-    """Grad-CAM: ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k = mean_ij d y_c / d A_k[i, j]``.
+             reshape: Reshape | None = None, upsample: bool = True, relu: bool = True,
+             normalize: bool = True) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017): ``ReLU(sum_k alpha_k A_k)`` with
+    ``alpha_k = mean_ij d y_c / d A_k[i, j]``.
 
     The backward pass runs only from the logits back to ``layer`` (``split_forward``), so it
     works with frozen parameters and inside ``torch.no_grad()``. Token layers of transformers are
     laid on their patch grid (``as_grid``) unless ``reshape`` says otherwise.
-    ``x`` ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1].
+
+    Args: ``x`` ``(N, 3, H, W)``; ``target`` as everywhere; ``layer`` (default
+    ``layer_roles(model).cam_layer``); ``upsample=False``: the layer's ``(N, h, w)``;
+    ``relu=False``: signed; ``normalize=False``: raw values. Returns ``(N, H, W)`` in [0, 1].
+    Example: ``grad_cam(model, x, "tabby", layer="blocks.5")``.
     """
     return _class_map(model, x, target, layer=layer, reshape=reshape, weights_fn=grad_cam_weights,
-                      upsample=upsample)
+                      upsample=upsample, relu=relu, normalize=normalize)
 
 
 def score_cam(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
               reshape: Reshape | None = None, top_k: int | None = None, rank_by: str = "mean",
-              score: str = "probability", channel_softmax: bool = False,
-              memory_mb: float = 100.0, progress: bool = True,
-              upsample: bool = True) -> torch.Tensor:
-    """Score-CAM: ``ReLU(sum_k w_k A_k)`` with ``w_k`` the class probability of ``x`` masked by
-    channel k. The knobs are ``score_cam_weights``' (``top_k`` is the fast mode).
-    ``x`` ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1]."""
+              score: str = "probability", channel_softmax: bool = False, batch_size: int = 5,
+              progress: bool = True, upsample: bool = True, relu: bool = True,
+              normalize: bool = True) -> torch.Tensor:
+    """Score-CAM (Wang et al. 2020): ``ReLU(sum_k w_k A_k)`` with ``w_k`` the class probability
+    of ``x`` masked by channel k.
+
+    Args: as ``grad_cam``, plus ``score_cam_weights``' knobs: ``top_k`` (the fast mode),
+    ``rank_by``, ``score``, ``channel_softmax``, ``batch_size``, ``progress``.
+    Returns ``(N, H, W)`` in [0, 1]. Example: ``score_cam(model, x, "tabby", top_k=32)``.
+    """
     weights = functools.partial(score_cam_weights, top_k=top_k, rank_by=rank_by, score=score,
-                                channel_softmax=channel_softmax, memory_mb=memory_mb,
+                                channel_softmax=channel_softmax, batch_size=batch_size,
                                 progress=progress)
     return _class_map(model, x, target, layer=layer, reshape=reshape, weights_fn=weights,
-                      upsample=upsample)
+                      upsample=upsample, relu=relu, normalize=normalize)
 
 
 def guided_grad_cam(model, x: torch.Tensor, target: Target = None, *,
-                    layer: Layer | None = None) -> torch.Tensor:
+                    layer: Layer | None = None, reshape: Reshape | None = None) -> torch.Tensor:
     """Guided Grad-CAM: guided backprop ``(N, 3, H, W)`` times the upsampled Grad-CAM map,
-    fine detail where the class evidence is. Returns ``(N, 3, H, W)`` (signed)."""
+    fine detail where the class evidence is. Returns ``(N, 3, H, W)`` (signed).
+    Example: ``guided_grad_cam(model, x, "tabby")``."""
     check_batch(x)
-    index = fixed_targets(model, x, target)
-    return guided_backprop(model, x, index) * grad_cam(model, x, index, layer=layer)[:, None]
+    classes = fixed_targets(model, x, target)
+    return guided_backprop(model, x, classes) * grad_cam(model, x, classes, layer=layer,
+                                                         reshape=reshape)[:, None]

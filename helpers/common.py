@@ -1,22 +1,30 @@
-"""Plumbing every method shares: batch checks, class targets, eval mode, min-max scaling.
+"""Plumbing every method shares: batch checks, argument checks, class targets, eval mode, min-max
+scaling, and one engine that runs many changed copies of an image through the model in chunks.
 
-``attribution``, ``cam``, ``faithfulness`` and the widgets import from here and never from each
-other's private names (captum keeps the same things in ``_utils/common.py``).
+The methods and the evaluation modules import from here and never from each other's private
+names (captum keeps the same things in ``_utils/common.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Union
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 __all__ = [
     "EPS",
     "Target",
+    "channels_last",
     "check_batch",
+    "check_finite",
+    "check_int",
+    "check_number",
+    "forward_in_chunks",
     "evaluating",
     "fixed_targets",
     "minmax",
@@ -110,3 +118,67 @@ def minmax(t: torch.Tensor, dims: tuple[int, ...] = (-2, -1)) -> torch.Tensor:
     low = t.amin(dim=dims, keepdim=True)
     high = t.amax(dim=dims, keepdim=True)
     return (t - low) / (high - low).clamp_min(EPS)
+
+
+def check_int(name: str, value, *, low: int = 1, high: int | None = None) -> int:
+    """``value`` as an int in ``[low, high]`` (``high=None``: no upper bound), or a ``ValueError``
+    that names the argument and its valid range."""
+    valid = f"[{low}, {high}]" if high is not None else f">= {low}"
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+            high is not None and value > high):
+        raise ValueError(f"{name} must be an integer {valid}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> float:
+    """``value`` as a finite float within the bounds (``low_open``: ``value > low``), or a
+    ``ValueError`` that names the argument and its valid range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    bad = not math.isfinite(number) or isinstance(value, bool)
+    if low is not None:
+        bad = bad or (number <= low if low_open else number < low)
+    if high is not None:
+        bad = bad or number > high
+    if bad:
+        lower = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+        upper = "" if high is None else f"<= {high}"
+        valid = " and ".join(s for s in (lower, upper) if s) or "finite"
+        raise ValueError(f"{name} must be a number {valid}, got {value!r}")
+    return number
+
+
+def check_finite(name: str, t: torch.Tensor) -> torch.Tensor:
+    """``t`` unchanged, or a ``ValueError`` when it holds NaN or infinite values (a map that
+    holds them ranks nothing)."""
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} holds {bad} NaN or infinite values; a map must be finite "
+                         "everywhere (check the method that made it)")
+    return t
+
+
+def channels_last(batch: torch.Tensor) -> torch.Tensor:
+    """The batch in channels-last memory order (same values): CPU convolutions run about 15 %
+    faster on it (measured on Lite0, 1 thread), without touching the model's weights."""
+    return batch.contiguous(memory_format=torch.channels_last)
+
+
+def forward_in_chunks(net: nn.Module, jobs: Sequence,
+                      make_batch: Callable[[Sequence], torch.Tensor],
+                      *, batch_size: int, desc: str, progress: bool = True
+                      ) -> Iterator[tuple[Sequence, torch.Tensor]]:
+    """The perturbation engine of occlusion, the causal curves and Score-CAM: cut ``jobs`` into
+    chunks of ``batch_size``, build each chunk's images ``(len(chunk), C, H, W)`` with
+    ``make_batch(chunk)``, and yield ``(chunk, net(images))``, without gradients, in eval mode,
+    channels-last, with a progress bar when there is more than one chunk."""
+    check_int("batch_size", batch_size)
+    starts = range(0, len(jobs), batch_size)
+    with evaluating(net), torch.no_grad():
+        for start in tqdm(starts, desc=desc, disable=not progress or len(starts) < 2,
+                          leave=False):
+            chunk = jobs[start:start + batch_size]
+            yield chunk, net(channels_last(make_batch(chunk)))

@@ -7,6 +7,7 @@ also when the body raises. Nothing here touches parameters or their ``.grad``.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ class Recording(Mapping):
 
 
 @contextmanager
-def record(model: nn.Module, layers: Layer | Sequence[Layer], grads: bool = False,
+def record(model: nn.Module, layers: Layer | Sequence[Layer], *, grads: bool = False,
            detach: bool = True) -> Iterator[Recording]:
     """Record the outputs (and with ``grads=True`` their gradients) of ``layers`` during the block.
 
@@ -231,3 +232,57 @@ def layer_roles(model: nn.Module) -> LayerRoles:
 def conv_layers(model: nn.Module) -> list[str]:
     """Names of every ``nn.Conv2d`` in definition order."""
     return [name for name, m in unwrap(model).named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def patch_grid(model: nn.Module, tokens: int) -> tuple[int, tuple[int, int]]:
+    """How a transformer's ``tokens`` tokens lie on the image: ``(prefix, (h, w))``.
+
+    ``prefix`` tokens (class, distillation, register: timm's ``num_prefix_tokens``, else 1 when
+    there is a ``cls_token``) come first; the ``h * w`` patch tokens follow, row by row, on
+    ``patch_embed.grid_size`` (else the square grid ``h = w = sqrt(tokens - prefix)``). Raises a
+    ``ValueError`` that says what to pass instead when neither fits.
+    """
+    net = getattr(model, "model", model) if not isinstance(model, nn.Module) else model
+    prefix = int(getattr(net, "num_prefix_tokens", 1 if getattr(net, "cls_token", None) is not None
+                         else 0))
+    patches = tokens - prefix
+    grid = getattr(getattr(net, "patch_embed", None), "grid_size", None)
+    if grid is not None and grid[0] * grid[1] == patches:
+        return prefix, (int(grid[0]), int(grid[1]))
+    side = math.isqrt(max(patches, 0))
+    if patches <= 0 or side * side != patches:
+        raise ValueError(
+            f"cannot lay {tokens} tokens ({prefix} prefix tokens) on a square patch grid; pass "
+            "reshape=f with f(output) -> (N, K, h, w), e.g. dropping your model's extra tokens")
+    return prefix, (side, side)
+
+
+class _Stop(Exception):
+    """Raised by a probe's hook: the forward pass has reached the layer it needed."""
+
+
+def channel_count(model: nn.Module, layer: Layer, *, size: int = 64) -> int:
+    """How many channels ``layer`` gives (dimension 1 of its output), from a forward pass of a
+    small grey ``size`` x ``size`` image that stops at the layer, without gradients: what a
+    channel index is checked against before a long computation starts."""
+    net = unwrap(model)
+    name, module = get_layer(net, layer)
+    parameter = next(net.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    shape: list[int] = []
+
+    def hook(module, inputs, output):
+        shape.extend(output.shape)
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with evaluating(net), torch.no_grad():
+            net(torch.zeros(1, 3, size, size, device=device))
+    except _Stop:
+        pass
+    except RuntimeError as error:  # a model with a fixed input size (a ViT)
+        raise ValueError(f"cannot probe {name!r} at {size} px: {error}") from error
+    finally:
+        handle.remove()
+    return int(shape[1])

@@ -26,6 +26,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from .common import evaluating
+from .course_models import SHAPES, SIZE, build_course_model
 from .images import ImageSource, load_image
 
 __all__ = [
@@ -170,7 +171,7 @@ class LessonModel:
         ]
 
 
-def load_model(name: str = BUNDLED, pretrained: bool = True) -> LessonModel:
+def load_model(name: str = BUNDLED, *, pretrained: bool = True) -> LessonModel:
     """Load a lesson model by name (see ``model_names()``).
 
     ``pretrained=False`` gives the same architecture with random weights (to compare trained and
@@ -293,8 +294,6 @@ def _reachable_source(url: str, path: Path, timeout: float, *, what: str, offlin
 
 def _load_course(name: str, pretrained: bool) -> LessonModel:
     """The course's own ViT or CNN for the shapes task (``helpers.shapes``), stored in float16."""
-    from .shapes import SHAPES, SIZE, build_course_model
-
     with torch.random.fork_rng(devices=[]):
         model = build_course_model(name)
     if pretrained:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .common import EPS, minmax
+from .maps import as_color, as_grey, split_signs  # the lessons find them here too
 
 __all__ = [
     "HEATMAP_CMAP",
@@ -85,7 +85,7 @@ def show_images(images: Sequence, titles: Sequence[str] | None = None, *,
     return fig
 
 
-def plot_predictions(image, predictions: Sequence[tuple[str, float]], title: str = "",
+def plot_predictions(image, predictions: Sequence[tuple[str, float]], *, title: str = "",
                      ax_pair=None) -> Figure:
     """The image beside a horizontal bar chart of its top-k ``(label, probability)``."""
     if ax_pair is None:
@@ -180,48 +180,6 @@ def show_heatmaps(image, heatmaps: Sequence, titles: Sequence[str], *, panel: fl
                                             cmap=HEATMAP_CMAP)
     fig.colorbar(mappable, ax=list(axes), fraction=0.02, pad=0.02, label="relevance")
     return fig
-
-
-# ----- gradients as pictures ---------------------------------------------------------------------
-
-def as_color(grad: torch.Tensor, *, clip: float | None = 0.99) -> torch.Tensor:
-    """``(N, 3, H, W)`` -> ``(N, H, W, 3)`` in [0, 1]: a signed gradient as colour, zero at
-    mid-grey 0.5. Each image is divided by its ``clip`` quantile of ``|grad|`` (Smilkov et al.
-    cap at the 99th percentile: without the cap a few extreme pixels set the scale and the rest
-    comes out uniform grey; ``None``: by the maximum) and clamped to [-1, 1]."""
-    magnitude = grad.abs().flatten(1).float()
-    cap = magnitude.amax(dim=1) if clip is None else torch.quantile(magnitude, clip, dim=1)
-    scaled = grad / cap.to(grad.dtype).clamp_min(EPS).view(-1, 1, 1, 1)
-    return (0.5 + 0.5 * scaled.clamp(-1, 1)).permute(0, 2, 3, 1)
-
-
-def as_grey(grad: torch.Tensor, *, reduce: str = "max", clip: float | None = 0.99
-            ) -> torch.Tensor:
-    """``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1]: |grad| reduced over colour channels by
-    ``"max"`` (Simonyan et al.) or ``"sum"`` (a common variant), capped at its ``clip``
-    quantile per image (Smilkov et al. cap at the 99th percentile, so that a few extreme pixels
-    do not set the scale; ``clip=None``: no cap), then min-max per image."""
-    if reduce not in ("max", "sum"):
-        raise ValueError("reduce must be 'max' or 'sum'")
-    magnitude = grad.abs().amax(dim=1) if reduce == "max" else grad.abs().sum(dim=1)
-    if clip is not None:
-        cap = torch.quantile(magnitude.flatten(1).float(), clip, dim=1).view(-1, 1, 1)
-        magnitude = torch.minimum(magnitude, cap.to(magnitude.dtype))
-    return minmax(magnitude)
-
-
-def split_signs(grad: torch.Tensor, *, clip: float | None = 0.99
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(N, 3, H, W)`` -> ``(positive, negative)``, each ``(N, H, W, 3)`` in [0, 1]: the parts
-    of the gradient that raise / lower the score, each capped at its ``clip`` quantile per image
-    (``None``: at its maximum) and divided by that cap."""
-    def scale(t):
-        flat = t.flatten(1).float()
-        cap = flat.amax(dim=1) if clip is None else torch.quantile(flat, clip, dim=1)
-        cap = cap.to(t.dtype).clamp_min(EPS).view(-1, 1, 1, 1)
-        return torch.minimum(t / cap, torch.ones_like(t)).permute(0, 2, 3, 1)
-
-    return scale(grad.clamp(min=0)), scale((-grad).clamp(min=0))
 
 
 def figure_to_png(fig: Figure, dpi: int = 80) -> bytes:

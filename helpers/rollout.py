@@ -26,10 +26,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .common import check_batch, evaluating, minmax, unwrap
-from .hooks import record
+from .common import Target, check_batch, evaluating, fixed_targets, minmax, unwrap
+from .hooks import patch_grid, record
 
-__all__ = ["attention_maps", "rollout_from_attentions", "attention_rollout", "token_grid"]
+__all__ = ["attention_maps", "rollout_from_attentions", "attention_rollout"]
 
 
 def _blocks(net: torch.nn.Module) -> Sequence[torch.nn.Module]:
@@ -40,15 +40,6 @@ def _blocks(net: torch.nn.Module) -> Sequence[torch.nn.Module]:
             f"{type(net).__name__} has no such blocks. Swin's windowed attention has no class "
             f"token to roll out from: use grad_cam there.")
     return blocks
-
-
-def token_grid(model) -> tuple[int, int]:
-    """The patch grid ``(h, w)`` of a ViT: ``patch_embed.grid_size``."""
-    net = unwrap(model)
-    grid = getattr(getattr(net, "patch_embed", None), "grid_size", None)
-    if grid is None:
-        raise ValueError(f"{type(net).__name__} has no patch_embed.grid_size")
-    return int(grid[0]), int(grid[1])
 
 
 @torch.no_grad()
@@ -106,18 +97,22 @@ def rollout_from_attentions(attentions: Sequence[torch.Tensor], *, discard_ratio
     return result
 
 
-def attention_rollout(model, x: torch.Tensor, *, discard_ratio: float = 0.9,
+def attention_rollout(model, x: torch.Tensor, target: Target = None, *,
+                      discard_ratio: float = 0.9,
                       head_fusion: str = "mean", blocks: int | None = None,
                       upsample: bool = True) -> torch.Tensor:
     """Attention rollout map: ``x`` ``(N, 3, H, W)`` -> ``(N, H, W)`` in [0, 1].
 
     Row 0 of the rollout over the first ``blocks`` blocks (default: all), without the prefix
     tokens (``num_prefix_tokens``), reshaped to the patch grid, upsampled bilinearly to the input
-    (``upsample=False``: the grid itself) and min-max scaled per image. The class is not an
-    argument: rollout does not depend on it. ``discard_ratio=0.9`` (``vit-explain``'s example
+    (``upsample=False``: the grid itself) and min-max scaled per image. ``target`` is taken as
+    by every method and checked, but rollout is blind to the class: every target gives the same
+    map (that is the method's limit, not a bug). ``discard_ratio=0.9`` (``vit-explain``'s example
     setting) keeps the strongest 10 % of each block's attention.
     """
     net = unwrap(model)
+    if target is not None:
+        fixed_targets(model, x, target)  # a wrong class is still an error
     attentions = attention_maps(net, x)
     if blocks is not None:
         if not 1 <= blocks <= len(attentions):
@@ -125,8 +120,7 @@ def attention_rollout(model, x: torch.Tensor, *, discard_ratio: float = 0.9,
         attentions = attentions[:blocks]
     rolled = rollout_from_attentions(attentions, discard_ratio=discard_ratio,
                                      head_fusion=head_fusion)
-    prefix = int(getattr(net, "num_prefix_tokens", 1))
-    h, w = token_grid(net)
+    prefix, (h, w) = patch_grid(net, rolled.shape[-1])
     maps = rolled[:, 0, prefix:].reshape(-1, h, w)
     if upsample:
         maps = F.interpolate(maps[:, None], size=tuple(x.shape[-2:]), mode="bilinear",

@@ -16,10 +16,10 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["SHAPES", "SIZE", "ShapeBatch", "make_shapes", "pointing_game"]
+from .course_models import SHAPES, SIZE
 
-SHAPES = ["circle", "square", "triangle", "cross"]
-SIZE = 64  # pixels per side; the course ViT cuts this into 8 x 8 patches of 8 pixels
+__all__ = ["SHAPES", "SIZE", "ShapeBatch", "make_shapes"]
+
 RADIUS = (7.0, 11.0)  # the object's half-size: 2-3 patches across, always larger than clutter
 LINES, DOTS = 6, 6  # clutter per image
 
@@ -64,7 +64,7 @@ def _paint(canvas: torch.Tensor, mask: torch.Tensor, colour: torch.Tensor) -> to
     return torch.where(mask[:, None], colour[:, :, None, None], canvas)
 
 
-def make_shapes(n: int, seed: int = 0, labels: torch.Tensor | None = None) -> ShapeBatch:
+def make_shapes(n: int, *, seed: int = 0, labels: torch.Tensor | None = None) -> ShapeBatch:
     """``n`` images of the shapes task, fixed by ``seed`` (a private ``torch.Generator``: the
     global random state is neither used nor moved). ``labels`` ``(n,)`` picks the classes;
     default: drawn at random."""
@@ -110,50 +110,3 @@ def make_shapes(n: int, seed: int = 0, labels: torch.Tensor | None = None) -> Sh
         torch.where(rows, index, -1).amax(1), torch.where(cols, index, -1).amax(1),
     ], dim=1)
     return ShapeBatch(images, labels, boxes, masks)
-
-
-def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
-    """Hits ``(N,)`` bool: is each map's maximum inside its box (grown by ``tolerance`` pixels)?
-
-    ``maps`` ``(N, H, W)``, ``boxes`` ``(N, 4)`` as ``(top, left, bottom, right)`` inclusive
-    (Zhang et al. 2016 score the same way with a 15-pixel tolerance on 224-pixel images). Ties:
-    the first maximum in row-major order counts.
-    """
-    n, _, w = maps.shape
-    flat = maps.reshape(n, -1).argmax(dim=1).cpu()
-    row, col = flat // w, flat % w
-    top, left, bottom, right = (boxes[:, i].cpu() for i in range(4))
-    return ((row >= top - tolerance) & (row <= bottom + tolerance)
-            & (col >= left - tolerance) & (col <= right + tolerance))
-
-
-def build_course_model(name: str) -> torch.nn.Module:
-    """The untrained architecture of a course model: ``"course_vit"`` (a 4-block timm ViT on
-    8 x 8 patches of 8 pixels, 96 dimensions, 3 heads, a class token) or ``"course_cnn"`` (five
-    3 x 3 convolutions down to the same 8 x 8 grid, global average pooling, one linear layer)."""
-    if name == "course_vit":
-        from timm.models.vision_transformer import VisionTransformer
-
-        return VisionTransformer(img_size=SIZE, patch_size=8, num_classes=len(SHAPES),
-                                 embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0)
-    if name == "course_cnn":
-        return CourseCNN()
-    raise ValueError(f"unknown course model {name!r}: 'course_vit' or 'course_cnn'")
-
-
-class CourseCNN(torch.nn.Module):
-    """``features`` (conv-BN-ReLU x 5, strides 2 1 2 1 2: 64 -> 8 pixels), global average
-    pooling, ``classifier`` (one ``nn.Linear``), so CAM applies to its last ReLU."""
-
-    def __init__(self, classes: int = len(SHAPES)) -> None:
-        super().__init__()
-        layers: list[torch.nn.Module] = []
-        widths = [3, 32, 64, 64, 96, 128]
-        for i, (c_in, c_out) in enumerate(zip(widths, widths[1:])):
-            layers += [torch.nn.Conv2d(c_in, c_out, 3, stride=2 - i % 2, padding=1, bias=False),
-                       torch.nn.BatchNorm2d(c_out), torch.nn.ReLU()]
-        self.features = torch.nn.Sequential(*layers)
-        self.classifier = torch.nn.Linear(widths[-1], classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).mean(dim=(2, 3)))

@@ -13,22 +13,13 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from helpers.attribution import saliency
+from helpers.baselines import edge_map, random_map
 from helpers.cam import grad_cam
-from helpers.faithfulness import (
-    _randomize,
-    auc,
-    blur,
-    cascading_randomization,
-    deletion,
-    edge_map,
-    insertion,
-    noisy_linear_imputation,
-    occlusion,
-    random_map,
-    randomization_layers,
-    rank_correlation,
-    ssim,
-)
+from helpers.causal import auc, deletion, insertion
+from helpers.imputation import noisy_linear_imputation, rise_blur
+from helpers.occlusion import occlusion
+from helpers.sanity import _randomize, cascading_randomization, randomization_layers
+from helpers.similarity import rank_correlation, ssim
 
 
 def small_cnn(seed: int) -> nn.Module:
@@ -72,7 +63,7 @@ def test_occlusion_equals_captum_on_lite0(lite0, cat_coffee):
 
 def test_occlusion_refuses_bad_windows_and_leaves_the_model(lite0, cat_coffee):
     before = snapshot(lite0.model)
-    with pytest.raises(ValueError, match="larger than the image"):
+    with pytest.raises(ValueError, match=r"window must be an integer \[1, 224\]"):
         occlusion(lite0, cat_coffee, window=300)
     with pytest.raises(ValueError, match="outside"):
         occlusion(lite0, cat_coffee, 5000, window=112, stride=112, progress=False)
@@ -88,9 +79,9 @@ def test_curves_have_exact_endpoints_on_lite0(lite0, cat_coffee):
     with torch.no_grad():
         clean = lite0(x).softmax(dim=1)[[0, 1], [281, 967]]
         at_zero = lite0(torch.zeros_like(x)).softmax(dim=1)[[0, 1], [281, 967]]
-        at_blur = lite0(blur(x)).softmax(dim=1)[[0, 1], [281, 967]]
-    down = deletion(lite0, x, maps, [281, 967], steps=4, progress=False)
-    up = insertion(lite0, x, maps, [281, 967], steps=4, progress=False)
+        at_blur = lite0(rise_blur(x)).softmax(dim=1)[[0, 1], [281, 967]]
+    down = deletion(lite0, x, [281, 967], attribution=maps, steps=4, progress=False)
+    up = insertion(lite0, x, [281, 967], attribution=maps, steps=4, progress=False)
     assert down.shape == up.shape == (2, 5)
     assert torch.equal(down[:, 0], clean)  # exactly p(x), not a re-run in another batch
     assert torch.equal(up[:, -1], clean)
@@ -120,13 +111,14 @@ def test_the_true_map_beats_the_wrong_one(seed, baseline):
     wrong = truth.flip(-1)
     net = TopLeftNet()
     kwargs = dict(steps=8, baseline=baseline, progress=False, seed=seed)
-    good, bad = (deletion(net, x, m, 0, **kwargs) for m in (truth, wrong))
+    good, bad = (deletion(net, x, 0, attribution=m, **kwargs) for m in (truth, wrong))
     # Deleting the top-left quarter first: after 2 of 8 steps, class 0 has lost its evidence.
     assert (auc(good) < auc(bad) - 0.1).all()
     if baseline == "zero":  # the score falls monotonically with every deleted true pixel
         assert (good.diff(dim=1) <= 1e-6).all()
         assert (good[:, 2:] == good[:, -1:]).all()
-    up_good, up_bad = (insertion(net, x, m, 0, steps=8, progress=False) for m in (truth, wrong))
+    up_good, up_bad = (insertion(net, x, 0, attribution=m, steps=8, progress=False)
+                       for m in (truth, wrong))
     assert (auc(up_good) > auc(up_bad) + 0.1).all()
 
 
@@ -140,13 +132,13 @@ def test_smaller_and_colour_maps_are_accepted(lite0, cat_coffee):
     x = cat_coffee[:1]
     low = grad_cam(lite0, x, 281, upsample=False)  # (1, 7, 7): upsampled inside
     full = grad_cam(lite0, x, 281)
-    a = deletion(lite0, x, low, 281, steps=3, progress=False)
-    b = deletion(lite0, x, full, 281, steps=3, progress=False)
+    a = deletion(lite0, x, 281, attribution=low, steps=3, progress=False)
+    b = deletion(lite0, x, 281, attribution=full, steps=3, progress=False)
     torch.testing.assert_close(a, b, atol=0.05, rtol=0)
     colour = saliency(lite0, x, 281)
-    assert deletion(lite0, x, colour, 281, steps=2, progress=False).shape == (1, 3)
+    assert deletion(lite0, x, 281, attribution=colour, steps=2, progress=False).shape == (1, 3)
     with pytest.raises(ValueError, match="maps for"):
-        deletion(lite0, x, full.repeat(2, 1, 1), 281, progress=False)
+        deletion(lite0, x, 281, attribution=full.repeat(2, 1, 1), progress=False)
 
 
 # ----- ROAD's noisy linear imputation -----------------------------------------------------------
@@ -220,7 +212,7 @@ METHODS = {"saliency": saliency, "Grad-CAM": lambda m, x, t: grad_cam(m, x, t)}
 @pytest.fixture(scope="module")
 def full_cascade(lite0, cat_coffee):
     before = snapshot(lite0.model)
-    result = cascading_randomization(lite0, cat_coffee[:1], METHODS, progress=False)
+    result = cascading_randomization(lite0, cat_coffee[:1], methods=METHODS, progress=False)
     assert_unchanged(before, lite0.model)
     return result
 
@@ -249,9 +241,10 @@ def test_shuffle_keeps_values_and_independent_mode_restores(lite0, cat_coffee):
     layers = randomization_layers(net)
     assert layers == ["8", "4", "1", "0"]  # Linear, conv, BatchNorm, conv: from the output down
     small = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    cascade = cascading_randomization(net, small, [saliency], 2, layers=layers, progress=False)
-    alone = cascading_randomization(net, small, [saliency], 2, layers=layers, cascading=False,
-                                    progress=False)
+    cascade = cascading_randomization(net, small, 2, methods=[saliency], layers=layers,
+                                      progress=False)
+    alone = cascading_randomization(net, small, 2, methods=[saliency], layers=layers,
+                                    cascading=False, progress=False)
     assert list(cascade.rank_correlation) == ["saliency"] and not alone.cascading
     # The first step is the same in both modes (same seed, same layer).
     torch.testing.assert_close(cascade.randomized["saliency"][0],
@@ -260,8 +253,9 @@ def test_shuffle_keeps_values_and_independent_mode_restores(lite0, cat_coffee):
     values = conv.weight.detach().flatten().sort().values
     _randomize(conv, "shuffle", torch.Generator().manual_seed(0))
     assert torch.equal(conv.weight.detach().flatten().sort().values, values)
-    gaussian = cascading_randomization(lite0, x, {"saliency": saliency}, layers=["classifier"],
-                                       randomize="gaussian", progress=False)
+    gaussian = cascading_randomization(lite0, x, methods={"saliency": saliency},
+                                       layers=["classifier"], randomize="gaussian",
+                                       progress=False)
     assert torch.isfinite(gaussian.randomized["saliency"]).all()
 
 
@@ -276,9 +270,10 @@ def test_model_untouched_when_a_method_raises(lite0, cat_coffee):
 
     before = snapshot(lite0.model)
     with pytest.raises(RuntimeError, match="boom"):
-        cascading_randomization(lite0, cat_coffee[:1], [fails_on_third_call], progress=False)
+        cascading_randomization(lite0, cat_coffee[:1], methods=[fails_on_third_call],
+                                progress=False)
     with pytest.raises(ValueError, match="unknown layers"):
-        cascading_randomization(lite0, cat_coffee[:1], [saliency], layers=["nope"])
+        cascading_randomization(lite0, cat_coffee[:1], methods=[saliency], layers=["nope"])
     assert_unchanged(before, lite0.model)
 
 

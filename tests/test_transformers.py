@@ -23,8 +23,9 @@ from pytorch_grad_cam.utils.reshape_transforms import (
 import helpers
 from helpers import models
 from helpers.cam import grad_cam
+from helpers.evaluation import pointing_game
 from helpers.rollout import attention_maps, attention_rollout, rollout_from_attentions
-from helpers.shapes import SHAPES, make_shapes, pointing_game
+from helpers.shapes import SHAPES, make_shapes
 
 
 def seeded(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from helpers.attribution import saliency
 from helpers.cam import grad_cam
 from helpers.images import collage
 from helpers.plotting import as_grey
-from helpers.widgets import ClassExplorer, FeatureMapExplorer, FilterExplorer
+from helpers.widgets import SNAPSHOT_WIDTH, ClassExplorer, FeatureMapExplorer, FilterExplorer
 
 
 def test_feature_map_explorer_slices_the_cached_forward(lite0):
@@ -83,8 +84,14 @@ def test_explorers_store_their_first_picture_for_static_viewers(lite0):
     explorer = FilterExplorer(lite0)
     bundle = explorer._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    snapshot = Image.open(io.BytesIO(base64.b64decode(bundle["image/png"])))
+    mime = next(m for m in ("image/png", "image/jpeg") if m in bundle)
+    snapshot = Image.open(io.BytesIO(base64.b64decode(bundle[mime])))
     picture = Image.open(io.BytesIO(bytes(explorer.picture.value)))
-    assert snapshot.width == picture.width and snapshot.height > picture.height  # + a caption
+    assert snapshot.width >= SNAPSHOT_WIDTH and snapshot.width >= picture.width
+    # the same picture, no caption burned into it: same aspect ratio
+    assert abs(snapshot.height / snapshot.width - picture.height / picture.width) < 0.01
     assert bundle["text/plain"].startswith("FilterExplorer: conv_stem")
+    assert f"data:{mime};base64,{bundle[mime]}" in bundle["text/html"]
+    caption = re.search(r"<figcaption[^>]*>(.*)</figcaption>", bundle["text/html"]).group(1)
+    assert caption.startswith("FilterExplorer: conv_stem")
     assert "&" not in bundle["text/plain"] and "<" not in bundle["text/plain"]

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.shapes import build_course_model, make_shapes  # noqa: E402
+from helpers.course_models import build_course_model  # noqa: E402
+from helpers.shapes import make_shapes  # noqa: E402
 
 OUT = ROOT / "helpers" / "data" / "models"
 TRAIN_SEED = 1_000_000  # batch i of training uses seed TRAIN_SEED + i

@@ -5,8 +5,8 @@ lucent split their code the same way), each piece small and swappable:
 
 - ``param``: how the image is parameterised (pixels; an FFT spectrum scaled by 1/frequency with
   decorrelated colours);
-- ``transforms``: random transforms redrawn every step (pad, jitter, scale, rotate) and the
-  held-out views that test whether a picture survives views it was not optimised for;
+- ``transforms``: random transforms redrawn every step (pad, jitter, scale, rotate);
+- ``held_out``: fixed views the optimiser never sees, and the probability a picture keeps on them;
 - ``objectives``: what is maximised, composable as sums (``class_logit(c) - 0.01 * l2()``);
 - ``render``: one loop, and the recipes on it (``class_visualization``,
   ``channel_visualization``, ``deep_dream``).
@@ -15,6 +15,7 @@ Randomness comes from seeded ``torch.Generator`` objects: the same call gives th
 on one machine, and torch's global generator is not touched.
 """
 
+from .held_out import held_out_probability, held_out_views
 from .objectives import (
     ForwardRecord,
     Objective,
@@ -50,8 +51,6 @@ from .transforms import (
     Transform,
     blur,
     compose,
-    held_out_probability,
-    held_out_views,
     jitter,
     pad,
     random_rotate,

@@ -10,14 +10,15 @@ only (``torch.autograd.grad``), never into parameter ``.grad``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..common import EPS, evaluating
-from ..hooks import get_layer
+from ..common import EPS, check_int, check_number, evaluating
+from ..hooks import channel_count, get_layer
 from ..models import LessonModel
 from .objectives import ForwardRecord, Objective, channel_mean, class_logit, layer_norm
 from .param import FFTImage, ImageParameterization, PixelImage, from_rgb, to_rgb
@@ -92,6 +93,9 @@ def render(model: LessonModel, objective: Objective, image: ImageParameterizatio
     model = _require_lesson_model(model)
     if optimizer not in ("adam", "normalised"):
         raise ValueError("optimizer must be 'adam' or 'normalised'")
+    check_int("steps", steps)
+    check_number("lr", lr, low=0.0, low_open=True)
+    check_int("frames_every", frames_every, low=0)
     generator = torch.Generator().manual_seed(seed)
     transform = compose(transforms)
     adam = torch.optim.Adam(image.params, lr=lr) if optimizer == "adam" else None
@@ -101,27 +105,37 @@ def render(model: LessonModel, objective: Objective, image: ImageParameterizatio
             return from_rgb(model, image.rgb())
 
     frames = [current()] if frames_every else []
+    step = 0
     with evaluating(model) as net, torch.enable_grad():
-        for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-            rgb = image.rgb()
-            logits, acts = _forward(net, from_rgb(model, transform(rgb, generator)), objective)
-            value = objective(ForwardRecord(from_rgb(model, rgb), logits, acts))
-            grads = torch.autograd.grad(value.sum(), image.params)
-            if adam is not None:
-                for param, grad in zip(image.params, grads):
-                    param.grad = -grad  # Adam minimises: the negative objective
-                adam.step()
-                for param in image.params:
-                    param.grad = None
-            else:
-                with torch.no_grad():
-                    for param, grad in zip(image.params, grads):
-                        spread = grad.flatten(1).std(dim=1).view(-1, *[1] * (grad.ndim - 1))
-                        param.add_(lr * grad / (spread + EPS))
-            image.after_step()
-            if frames_every and (step + 1) % frames_every == 0:
-                frames.append(current())
+        try:
+            for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+                _step(net, model, objective, image, transform, generator, adam, lr)
+                if frames_every and (step + 1) % frames_every == 0:
+                    frames.append(current())
+        except KeyboardInterrupt:  # as lucent: a student who stops a long cell keeps the picture
+            warnings.warn(f"{desc}: interrupted after {step} of {steps} steps; returning the "
+                          "picture so far", stacklevel=2)
     return current(), frames
+
+
+def _step(net, model, objective, image, transform, generator, adam, lr) -> None:
+    """One step of ``render``: forward the transformed view, then move the image's parameters."""
+    rgb = image.rgb()
+    logits, acts = _forward(net, from_rgb(model, transform(rgb, generator)), objective)
+    value = objective(ForwardRecord(from_rgb(model, rgb), logits, acts))
+    grads = torch.autograd.grad(value.sum(), image.params)
+    if adam is not None:
+        for param, grad in zip(image.params, grads):
+            param.grad = -grad  # Adam minimises: the negative objective
+        adam.step()
+        for param in image.params:
+            param.grad = None
+    else:
+        with torch.no_grad():
+            for param, grad in zip(image.params, grads):
+                spread = grad.flatten(1).std(dim=1).view(-1, *[1] * (grad.ndim - 1))
+                param.add_(lr * grad / (spread + EPS))
+    image.after_step()
 
 
 def image_parameterization(shape: tuple[int, int, int, int], *, parameterization: str = "fft",
@@ -170,8 +184,8 @@ def _visualize(model: LessonModel, objective_for, targets: list, *, recipe: str,
     images and every batch draws the same random transforms, so the result does not depend on
     ``batch_size`` up to float rounding (which Adam's first steps can amplify to about 1e-3): it
     only bounds the memory (about 65 MB per 160 px image)."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+    check_int("batch_size", batch_size)
+    check_int("size", size, low=16)
     parameterization, decorrelate, transforms = _recipe(recipe, parameterization, decorrelate,
                                                         transforms)
     image = image_parameterization((len(targets), 3, size, size),
@@ -231,11 +245,19 @@ def channel_visualization(model: LessonModel, layer: str, channel: int | Sequenc
     input space."""
     model = _require_lesson_model(model)
     channels = [channel] if isinstance(channel, int) else list(channel)
+    _check_channels(model, layer, channels)
     return _visualize(model, lambda batch: channel_mean(layer, batch), channels,
                       recipe=recipe, parameterization=parameterization, decorrelate=decorrelate,
                       transforms=transforms, penalty=penalty, steps=steps, lr=lr, size=size,
                       seed=seed, batch_size=batch_size, frames_every=frames_every,
                       progress=progress, desc=f"{layer}{channels}")
+
+
+def _check_channels(model, layer: str, channels: Sequence[int]) -> None:
+    """A ``ValueError`` with the valid range when a channel index is past the layer's channels."""
+    count = channel_count(model, layer)
+    for c in channels:
+        check_int(f"channel of {layer} (which has {count} channels)", c, low=0, high=count - 1)
 
 
 def octave_sizes(height: int, width: int, *, octaves: int, scale: float) -> list[tuple[int, int]]:
@@ -260,6 +282,12 @@ def deep_dream(model: LessonModel, image: torch.Tensor, layer: str, *,
     ``image`` ``(1, 3, H, W)`` in input space -> ``(1, 3, H, W)``.
     """
     model = _require_lesson_model(model)
+    check_int("octaves", octaves)
+    check_number("scale", scale, low=1.0, low_open=True)
+    check_int("steps", steps)
+    check_int("jitter", jitter, low=0)
+    if channel is not None:
+        _check_channels(model, layer, [channel])
     objective = layer_norm(layer) if channel is None else channel_mean(layer, channel)
     photo = to_rgb(model, image)
     sizes = octave_sizes(*photo.shape[-2:], octaves=octaves, scale=scale)

@@ -7,9 +7,7 @@ reaches the image through it. ``STANDARD`` is the list of Olah et al. (2017): pa
 rotate, jitter. ``ROBUST``, the course's default, is the same list with larger jitters and a
 wider range of scales.
 
-``held_out_views`` are *fixed* transforms the optimiser never sees; ``held_out_probability``
-asks the model about them: a picture of the class keeps its class under a flip or a zoom, an
-adversarial texture does not.
+What a picture must survive *without* having been trained on it is scored in ``held_out``.
 """
 
 from __future__ import annotations
@@ -22,9 +20,6 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
-from ..common import evaluating
-from .param import from_rgb, to_rgb
-
 __all__ = [
     "Transform",
     "pad",
@@ -36,8 +31,6 @@ __all__ = [
     "compose",
     "STANDARD",
     "ROBUST",
-    "held_out_views",
-    "held_out_probability",
 ]
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -147,52 +140,3 @@ ROBUST: list[Transform] = [
     random_rotate(ROTATIONS),
     jitter(8),
 ]
-
-
-def held_out_views(rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Five fixed views of an RGB batch ``(N, 3, H, W)`` in [0, 1], none of which the robust
-    recipe trains on exactly: a mirror image, the picture shrunk to 0.6 of its size on a grey
-    canvas, the central 80 % enlarged back to full size, a 12 degree rotation, and the whole
-    picture at 160 pixels."""
-    height, width = rgb.shape[-2:]
-    small = F.interpolate(rgb, scale_factor=0.6, mode="bilinear", align_corners=False,
-                          antialias=True)
-    top, left = (height - small.shape[-2]) // 2, (width - small.shape[-1]) // 2
-    shrunk = F.pad(small, [left, width - small.shape[-1] - left,
-                           top, height - small.shape[-2] - top], value=GREY)
-    ch, cw = round(0.8 * height), round(0.8 * width)
-    y, x = (height - ch) // 2, (width - cw) // 2
-    crop = F.interpolate(rgb[..., y: y + ch, x: x + cw], size=(height, width), mode="bilinear",
-                         align_corners=False)
-    return {
-        "flip": rgb.flip(-1),
-        "0.6x on grey": shrunk,
-        "80% crop": crop,
-        "rotate 12°": _rotate(rgb, 12.0),
-        "160 px": F.interpolate(rgb, size=(160, 160), mode="bilinear", align_corners=False,
-                                antialias=True),
-    }
-
-
-@torch.no_grad()
-def held_out_probability(model, images: torch.Tensor, targets, *,
-                         per_view: bool = False) -> torch.Tensor:
-    """The probability the model gives each image's class under views the optimiser never saw.
-
-    ``images`` ``(N, 3, H, W)`` in the model's input space (what ``class_visualization``
-    returns); ``targets``: a class (index or name) or one per image. Returns the mean over the
-    five ``held_out_views`` ``(N,)``, or with ``per_view=True`` all of them ``(N, 5)``.
-    An image the model recognises keeps a high value; adversarial texture collapses.
-    """
-    targets = [targets] if isinstance(targets, (int, str)) else list(targets)
-    if len(targets) == 1:
-        targets = targets * images.shape[0]
-    index = torch.tensor([model.class_index(t) for t in targets], device=images.device)
-    rgb = to_rgb(model, images)
-    columns = []
-    with evaluating(model):
-        for view in held_out_views(rgb).values():
-            probs = model(from_rgb(model, view)).softmax(dim=1)
-            columns.append(probs.gather(1, index[:, None])[:, 0])
-    table = torch.stack(columns, dim=1)
-    return table if per_view else table.mean(dim=1)
