@@ -3,12 +3,23 @@
 Models and images: ``load_model``, ``load_image``. Looking inside: ``record``, ``layer_roles``.
 Figures: ``show_images``, ``plot_predictions``, ``channel_grid``, ``overlay``.
 
-The methods live in their own modules, one concern each, all called the same way
-(``method(model, x, target=None, *, knobs)``, a batch in and a batch out):
-``helpers.attribution`` (gradients), ``helpers.cam`` (CAM family), ``helpers.faithfulness``
-(occlusion, sanity checks, deletion / insertion), ``helpers.rollout`` (attention rollout),
-``helpers.synthesis`` (feature visualisation, deep dream); ``helpers.widgets`` holds the explorers
-and ``helpers.common`` the plumbing they share.
+Every method is called the same way, ``method(model, x, target=None, *, knobs)``: a batch
+``(N, 3, H, W)`` in, a batch out, the class as ``target`` (None: each image's top class), every
+knob keyword-only, a chunk size called ``batch_size`` (``tests/test_conventions.py`` checks it).
+
+The modules, one job each, in layers; a module imports only from its own layer or lower ones:
+
+1. plumbing: ``common`` (batch and argument checks, targets, eval mode, the chunked perturbation
+   engine), ``images``, ``hooks`` (recording layers, layer roles, token grids), ``maps`` (any
+   output as a per-pixel map or picture), ``course_models`` (the shapes task's two networks);
+2. models and data: ``models`` (loading), ``shapes`` (the synthetic task), ``evaluation``
+   (pointing game), ``baselines`` (maps without a model), ``similarity`` (rank correlation,
+   SSIM), ``imputation`` (RISE's blur, ROAD's fill);
+3. methods: ``attribution`` (gradients), ``cam`` (CAM family), ``occlusion``, ``rollout``
+   (attention rollout), ``synthesis`` (feature visualisation, deep dream);
+4. tests of methods: ``causal`` (deletion / insertion), ``sanity`` (randomisation checks);
+5. figures: ``plotting``, ``notebook`` (what a lesson's first cell sets up);
+6. ``widgets``: the explorers.
 """
 
 from .hooks import evaluating, get_layer, layer_names, layer_roles, record

@@ -1,5 +1,5 @@
 """The course's own small models, trained on the shapes task (``helpers.shapes``) by
-``tools/train_vit.py``: the task's classes and image size, and the two architectures.
+``tools/train_course_models.py``: the task's classes and image size, and the two architectures.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ __all__ = [
 
 BUNDLED = "efficientnet_lite0"
 ZOO = ("alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "densenet121")
-COURSE = ("course_vit", "course_cnn")  # tools/train_vit.py; weights in helpers/data/models
+COURSE = ("course_vit", "course_cnn")  # tools/train_course_models.py, helpers/data/models
 TIMM_ZOO = {"vit_tiny_patch16_224": "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"}  # hub ids
 MIRROR_ENV = "CNNVIS_WEIGHTS_MIRROR"  # a teacher's local copy of download.pytorch.org/models/
 
@@ -299,7 +299,7 @@ def _load_course(name: str, pretrained: bool) -> LessonModel:
     if pretrained:
         path = Path(__file__).resolve().parent / "data" / "models" / f"{name}.pt"
         if not path.exists():
-            raise WeightsUnavailableError(f"{path} is missing; tools/train_vit.py makes it")
+            raise WeightsUnavailableError(f"{path} is missing; tools.train_course_models makes it")
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v.float() for k, v in state.items()})
     return LessonModel(model=model, name=name, labels=list(SHAPES), mean=(0.5, 0.5, 0.5),

@@ -1,7 +1,7 @@
 """A synthetic task whose right answer is known: one shape on clutter, and where it is.
 
 The course's own small models (``load_model("course_vit")``, ``load_model("course_cnn")``) were
-trained on it by ``tools/train_vit.py``. Every image holds one filled shape of a class in
+trained on it by ``tools/train_course_models.py``. Every image holds one filled shape of a class in
 ``SHAPES`` (radius 7-11 px; dark on a light background, light on a dark one) at a random
 position, on a smooth random background with thin lines and small dots of random colours (the
 clutter). Because we drew the shape, we know its box, so we can score where an explanation

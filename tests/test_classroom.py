@@ -114,7 +114,7 @@ def test_links_written_to_readme_and_every_lesson(course_copy):
 
 def without_launch_parts(nb) -> list:
     """The cells with the Colab cell removed and the launch block cut out of the first cell."""
-    cells = [copy.deepcopy(c) for c in nb.cells if not c.source.startswith(links.COLAB_MARK)]
+    cells = [copy.deepcopy(c) for c in nb.cells if not c.source.startswith(course.COLAB_MARK)]
     cells[0].source = re.sub(links.BLOCK.pattern + r"\n\n", "", cells[0].source, flags=re.S)
     return cells
 
@@ -241,7 +241,7 @@ def test_colab_cell_is_the_first_code_cell_once(course_copy):
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert code[0].source == links.colab_cell_source(course.repository(course_copy))
-        assert sum(c.source.startswith(links.COLAB_MARK) for c in code) == 1
+        assert sum(c.source.startswith(course.COLAB_MARK) for c in code) == 1
 
 
 # --- student copies ------------------------------------------------------------------------------

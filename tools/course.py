@@ -34,15 +34,19 @@ class Repository:
         return f"https://github.com/{self.owner}/{self.name}"
 
 
+# The first line of each lesson's Colab install cell (tools.links writes it; the site drops it).
+COLAB_MARK = "# Colab only:"
+
+
 def repository(root: Path = ROOT) -> Repository:
     """``[project.urls] Repository`` from ``root/pyproject.toml``; it must be a GitHub address."""
     settings = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     url = settings.get("project", {}).get("urls", {}).get("Repository")
     if not url:
-        raise SystemExit("pyproject.toml has no [project.urls] Repository = \"https://github.com/...\"")
+        raise ValueError("pyproject.toml has no [project.urls] Repository = \"https://github.com/...\"")
     match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", url.strip())
     if not match:
-        raise SystemExit(f"[project.urls] Repository must be https://github.com/<owner>/<name>, "
+        raise ValueError(f"[project.urls] Repository must be https://github.com/<owner>/<name>, "
                          f"not {url!r} (Binder and Colab links need a GitHub repository)")
     return Repository(*match.groups())
 

@@ -35,12 +35,19 @@ from urllib.parse import urlencode
 
 import nbformat
 
-from tools.course import BRANCH, ROOT, Repository, lesson_title, lessons, repository
+from tools.course import (
+    BRANCH,
+    COLAB_MARK,
+    ROOT,
+    Repository,
+    lesson_title,
+    lessons,
+    repository,
+)
 
 START, END = "<!-- launch-links:start -->", "<!-- launch-links:end -->"
 BLOCK = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
 NBGITPULLER_GENERATOR = "https://nbgitpuller.readthedocs.io/en/latest/link.html"
-COLAB_MARK = "# Colab only:"
 COLAB_CELL_ID = "colab-install"
 
 
@@ -175,7 +182,7 @@ def write_links(root: Path = ROOT, hub: str | None = None, check: bool = False) 
                 path.write_text(text, encoding="utf-8")
     original = readme.read_text(encoding="utf-8")
     if not BLOCK.search(original):
-        raise SystemExit(f"{readme} has no {START} ... {END} markers for the launch table")
+        raise ValueError(f"{readme} has no {START} ... {END} markers for the launch table")
     text = _with_block(original, readme_block(repo, root, hub))
     if text != original:
         changed.append(readme)
@@ -192,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    changed = write_links(args.root, args.hub, args.check)
+    try:
+        changed = write_links(args.root, args.hub, args.check)
+    except ValueError as error:
+        print(f"make links: {error}", file=sys.stderr)
+        return 2
     for path in changed:
         print(f"{'stale' if args.check else 'wrote'}: {path.relative_to(args.root)}")
     if not changed:

