@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?=
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: lab test env env-dev lint benchmarks clean links student site
+.PHONY: lab test env env-dev lint benchmarks clean links student site site-teacher
 
 lab: env  ## create the environment (first time only) and open the course in JupyterLab
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
@@ -48,8 +48,15 @@ links: env  ## write launch links + the Colab cell from [project.urls] Repositor
 student: env  ## student copies in student/: solutions replaced by stubs, outputs cleared
 	$(BIN)/python -m tools.student
 
-site: env-dev  ## an offline static site in site/ from the stored outputs (open site/index.html)
+SITE_TOOLS := latex2mathml>=3.77  # all the site needs beyond the runtime (formulas to MathML)
+
+site: env  ## the students' offline static site in site/ from the stored outputs (no answers)
+	$(BIN)/python -m pip install --quiet "$(SITE_TOOLS)"
 	$(BIN)/python -m tools.site
+
+site-teacher: env  ## the teacher's site in site-teacher/: the same pages with the answers
+	$(BIN)/python -m pip install --quiet "$(SITE_TOOLS)"
+	$(BIN)/python -m tools.site --teacher
 
 clean:
 	rm -rf $(VENV)

@@ -97,19 +97,15 @@ def readme_block(repo: Repository, root: Path, hub: str | None = None) -> str:
 
 
 def colab_cell_source(repo: Repository) -> str:
-    """The Colab install cell: on Colab it installs the course (Colab's torch stays); else no-op."""
+    """The Colab install cell: on Colab it clones the course and runs ``tools/colab.py`` (Colab's
+    torch stays); anywhere else it does nothing."""
     return "\n".join([
-        "# Colab only: install the course here; anywhere else this cell does nothing.",
+        "# Colab only: install the course here (keeps Colab's torch); elsewhere this does nothing.",
         "import sys",
         "",
-        'if "google.colab" in sys.modules:  # keep Colab\'s own torch, torchvision and Jupyter',
-        "    !test -d /content/course || \\",
-        f"        git clone --quiet --depth 1 {repo.url} /content/course",
-        '    !pip list --format=freeze | grep -E "^(torch|torchvision)==" > /content/keep.txt',
-        '    !grep -vE "^(torch|torchvision|jupyterlab|ipykernel)\\b" \\',
-        "        /content/course/requirements.txt > /content/colab-requirements.txt",
-        "    %pip install --quiet -r /content/colab-requirements.txt -c /content/keep.txt",
-        "    %pip install --quiet --no-deps -e /content/course",
+        'if "google.colab" in sys.modules:',
+        f"    !test -d /content/course || git clone -q --depth 1 {repo.url} /content/course",
+        "    !python /content/course/tools/colab.py",
         '    sys.path.insert(0, "/content/course")  # importable without restarting the runtime',
     ])
 

@@ -1,6 +1,7 @@
 """Build the course as an offline static site: one HTML page per lesson plus an index.
 
     python -m tools.site                    # or: make site   -> site/index.html, site/NN_*.html
+    python -m tools.site --teacher          # or: make site-teacher -> site-teacher/ (answers)
     python -m tools.site --out DIR notebooks/00_start_here.ipynb notebooks/01_feature_maps.ipynb
 
 Pages are rendered from the outputs stored in the notebooks; nothing is executed.
@@ -16,6 +17,10 @@ from unpkg; here those blocks are empty, and instead:
 * explorer outputs are shown by the picture each stores beside its widget view (``image/png``);
   the live widget needs a kernel, so the widget view and the notebook's widget state are dropped;
 * the Colab install cell is left out (a reader of the site runs nothing);
+* by default it is the students' site: every solution becomes the exercise's stub, its outputs
+  and the hidden tests are left out; ``--teacher`` (``make site-teacher``) writes the answer key
+  to ``site-teacher/``, solutions shown, the nbgrader markers never;
+* GIF animations (``image/gif``, which nbconvert does not render) become ``<img>`` tags;
 * CSS and images are inlined (the lab theme CSS from the installed template, pictures as data
   URIs), and links to other lessons point to their pages.
 
@@ -35,7 +40,8 @@ import jinja2
 import nbformat
 from nbconvert import HTMLExporter
 
-from tools.course import COLAB_MARK, ROOT, lesson_title, lessons
+from tools import student
+from tools.course import COLAB_MARK, ROOT, lesson_title, lessons, repository
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 EXPLORER_NOTE = ("<p class='explorer-note'><em>Interactive explorer: run the lesson in Jupyter to "
@@ -76,8 +82,10 @@ td, th {{ text-align: left; padding: 0.4em 0.6em; border-bottom: 1px solid #ddd;
           vertical-align: top; }}
 td.num {{ font-variant-numeric: tabular-nums; color: #666; }}
 ul {{ margin: 0; padding-left: 1.2em; }}
+nav a {{ margin-right: 1.2em; }}
 </style></head>
 <body>
+<nav style="margin-bottom: 1em">{nav}</nav>
 <h1>{title}</h1>
 <p>Every lesson as it looks after running, with its stored pictures. To run the code, move the
 sliders and do the exercises, open the notebooks in Jupyter (see the course README).</p>
@@ -129,13 +137,41 @@ def drop_external(page: str) -> tuple[str, int]:
     return EXTERNAL.subn("", page)
 
 
-def prepare(nb) -> tuple[object, list[tuple[str, bool]], int]:
-    """Make a notebook renderable offline: formulas to tokens, widget views to their pictures.
+HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[^\n]*\n?", re.M | re.S)
+MARKER = re.compile(r"^[ \t]*### (BEGIN|END) (SOLUTION|HIDDEN TESTS)[^\n]*\n?", re.M)
+SOLUTION_NOTE = ("<p class='explorer-note'><em>Exercise: write your answer in the notebook.</em>"
+                 "</p>")
+
+
+def for_students(nb) -> object:
+    """The students' page: each solution replaced by the students' stub and its outputs dropped
+    (they would give the answer away), hidden tests removed, no nbgrader marker left."""
+    for index, cell in enumerate(nb.cells):
+        cell.source = HIDDEN.sub("", cell.source)
+        if student.has_solution(cell):
+            cell, _ = student.ClearSolutionsLite().preprocess_cell(cell, {}, index)
+            if cell.cell_type == "code":
+                cell.outputs = [nbformat.v4.new_output("display_data",
+                                                       data={"text/html": SOLUTION_NOTE})]
+    return nb
+
+
+def for_teachers(nb) -> object:
+    """The teacher's page: solutions and hidden tests shown, the marker lines left out."""
+    for cell in nb.cells:
+        cell.source = MARKER.sub("", cell.source)
+    return nb
+
+
+def prepare(nb, *, teacher: bool = False) -> tuple[object, list[tuple[str, bool]], int]:
+    """Make a notebook renderable offline: solutions out (or, for ``teacher``, the markers out),
+    formulas to tokens, widget views to their pictures, GIF animations to images.
 
     -> (notebook, formulas, number of explorers without a stored picture)."""
     formulas: list[tuple[str, bool]] = []
     missing = 0
     nb.cells = [c for c in nb.cells if not c.source.lstrip().startswith(COLAB_MARK)]  # Colab only
+    nb = for_teachers(nb) if teacher else for_students(nb)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = split_math(cell.source, formulas)
@@ -147,6 +183,10 @@ def prepare(nb) -> tuple[object, list[tuple[str, bool]], int]:
                     missing += 1
                     data.clear()
                     data["text/html"] = EXPLORER_NOTE
+            if "image/gif" in data:  # nbconvert has no GIF renderer: it would print the repr
+                gif = "".join(data.pop("image/gif"))
+                data.pop("text/plain", None)
+                data["text/html"] = f'<img src="data:image/gif;base64,{gif}" alt="animation"/>'
     nb.metadata.pop("widgets", None)
     return nb, formulas, missing
 
@@ -158,9 +198,10 @@ def exporter() -> HTMLExporter:
                         extra_loaders=[loader], embed_images=True, exclude_anchor_links=True)
 
 
-def render_lesson(path: Path, names: list[str], nav: str) -> tuple[str, int]:
+def render_lesson(path: Path, names: list[str], nav: str, *, teacher: bool = False
+                  ) -> tuple[str, int]:
     """One lesson page. -> (HTML, explorers without a stored picture)."""
-    nb, formulas, missing = prepare(nbformat.read(path, as_version=4))
+    nb, formulas, missing = prepare(nbformat.read(path, as_version=4), teacher=teacher)
     page, _ = exporter().from_notebook_node(nb, resources={
         "metadata": {"name": f"{path.stem[:2]} · {lesson_title(nb)}", "path": str(path.parent)},
         "course_nav": nav})
@@ -195,23 +236,28 @@ def first_bullets(nb) -> list[str]:
     return rendered
 
 
-def build_site(paths: list[Path], out: Path, title: str = "Seeing inside convolutional networks"
-               ) -> dict[str, int]:
-    """Write ``out/index.html`` and a page per lesson. -> {page: explorers without a picture}."""
+def build_site(paths: list[Path], out: Path, title: str = "Seeing inside convolutional networks",
+               *, teacher: bool = False) -> dict[str, int]:
+    """Write ``out/index.html`` and a page per lesson: the students' site (no solutions), or with
+    ``teacher`` the answer key. -> {page: explorers without a picture}."""
     out.mkdir(parents=True, exist_ok=True)
     names = [p.name for p in paths]
+    readme = f"{repository().url}#readme"
     nav = " ".join(['<a href="index.html">all lessons</a>'] +
-                   [f'<a href="{n[:-6]}.html">{n[:2]}</a>' for n in names])
+                   [f'<a href="{n[:-6]}.html">{n[:2]}</a>' for n in names] +
+                   [f'<a href="{readme}">course README (set-up, teachers)</a>'])
     rows, report = [], {}
     for path in paths:
-        page, missing = render_lesson(path, names, nav)
+        page, missing = render_lesson(path, names, nav, teacher=teacher)
         (out / f"{path.stem}.html").write_text(page, encoding="utf-8")
         report[f"{path.stem}.html"] = missing
         nb = nbformat.read(path, as_version=4)
         bullets = "".join(f"<li>{b}</li>" for b in first_bullets(nb))
         rows.append(f'<tr><td class="num">{path.name[:2]}</td><td><a href="{path.stem}.html">'
                     f"{html.escape(lesson_title(nb))}</a></td><td><ul>{bullets}</ul></td></tr>")
-    index = INDEX_TEMPLATE.format(title=html.escape(title), rows="\n".join(rows))
+    if teacher:
+        title += " (teacher's copy, with the answers)"
+    index = INDEX_TEMPLATE.format(title=html.escape(title), rows="\n".join(rows), nav=nav)
     (out / "index.html").write_text(index, encoding="utf-8")
     return report
 
@@ -219,13 +265,17 @@ def build_site(paths: list[Path], out: Path, title: str = "Seeing inside convolu
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every lesson")
-    parser.add_argument("--out", type=Path, default=ROOT / "site")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: site/ (students), site-teacher/ (with --teacher)")
+    parser.add_argument("--teacher", action="store_true",
+                        help="the answer key: solutions and hidden tests shown")
     args = parser.parse_args(argv)
-    report = build_site(args.notebooks or lessons(), args.out)
+    out = args.out or ROOT / ("site-teacher" if args.teacher else "site")
+    report = build_site(args.notebooks or lessons(), out, teacher=args.teacher)
     for page, missing in report.items():
         note = f" ({missing} explorer(s) without a stored picture)" if missing else ""
-        print(f"wrote {args.out / page}{note}")
-    print(f"open {args.out / 'index.html'}")
+        print(f"wrote {out / page}{note}")
+    print(f"open {out / 'index.html'}")
     return 0
 
 
