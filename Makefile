@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?=
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: lab test env env-dev lint benchmarks clean links student site site-teacher
+.PHONY: lab test env env-dev lint benchmarks clean links student site site-teacher times
 
 lab: env  ## create the environment (first time only) and open the course in JupyterLab
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
@@ -38,12 +38,16 @@ lint: env-dev  ## the linter over code and lessons (also the first step of make 
 	$(BIN)/ruff check $(LINTED)
 
 benchmarks: env-dev  ## time every notebook and the methods against peer libraries
-	cd benchmarks && ../$(BIN)/python notebooks.py && ../$(BIN)/python widgets.py \
+	cd benchmarks && ../$(BIN)/python notebooks.py && ../$(BIN)/python notebooks.py --threads 1 \
+		&& ../$(BIN)/python widgets.py \
 		&& ../$(BIN)/python attribution.py && ../$(BIN)/python synthesis.py
 
 # Classroom tooling (TEACHING.md, README "For teachers"); nothing here executes a lesson.
 links: env  ## write launch links + the Colab cell from [project.urls] Repository (HUB=https://...)
 	$(BIN)/python -m tools.links $(if $(HUB),--hub $(HUB))
+
+times: env  ## copy the lessons' measured times and memory from benchmarks/RESULTS.md everywhere
+	$(BIN)/python -m tools.times
 
 student: env  ## student copies in student/: solutions replaced by stubs, outputs cleared
 	$(BIN)/python -m tools.student

@@ -1,18 +1,24 @@
 """Run every lesson in a fresh kernel; report wall time and the kernel's peak resident memory.
 
 Budget per notebook (a laptop CPU, Binder's 2 GB): <= 60 s and <= 1.5 GB.
-Usage: python benchmarks/notebooks.py [notebooks/01_feature_maps.ipynb ...]
+Usage: python benchmarks/notebooks.py [--threads 1] [notebooks/01_feature_maps.ipynb ...]
+
+``--threads 1`` is the Binder-like run: the kernel pinned to one core with one torch thread. Each
+thread count has its own section of RESULTS.md; ``tools/times.py`` (``make times``) copies the
+numbers from there into the README, TEACHING.md and the lesson headers.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import os
 import threading
 import time
 from pathlib import Path
 
 import nbformat
 import psutil
+import torch
 from _report import table, write_section
 from nbclient import NotebookClient
 
@@ -60,9 +66,19 @@ def measure(path: Path) -> dict:
 
 
 def main() -> None:
-    paths = [Path(p) for p in sys.argv[1:]] or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--threads", type=int, default=2, choices=[1, 2])
+    args = parser.parse_args()
+    paths = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)  # what the report's machine line says
+    if args.threads == 1:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # the kernel inherits it
     rows = [measure(path) for path in paths]
-    write_section("notebooks.py", "Notebooks: time and memory (fresh kernel, all cells)",
+    script = "notebooks.py" if args.threads == 2 else "notebooks.py --threads 1"
+    what = "" if args.threads == 2 else ", one core (Binder-like)"
+    write_section(script, f"Notebooks: time and memory (fresh kernel, all cells{what})",
                   f"Budget: <= {BUDGET_SECONDS} s and <= {BUDGET_GB} GB each.\n\n" + table(rows))
 
 

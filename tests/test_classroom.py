@@ -28,7 +28,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tools` is run as `python -m tools.x` from the repository root
 
-from tools import colab, course, links, site, student  # noqa: E402
+from tools import colab, course, links, site, student, times  # noqa: E402
 
 REQUIRED = os.environ.get("CNNVIS_REQUIRE_BROWSER") == "1"
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -175,6 +175,16 @@ def test_repository_launch_links_are_current():
     """Fails until `make links` has been run after a lesson was added or the setting changed."""
     stale = links.write_links(ROOT, check=True)
     assert not stale, f"run `make links`: stale launch links or Colab cell in {stale}"
+
+
+def test_quoted_times_and_memory_are_the_measured_ones():
+    """README, TEACHING.md and every lesson header quote benchmarks/RESULTS.md (`make times`)."""
+    stale = times.write_times(ROOT, check=True)
+    assert not stale, f"run `make times`: {[str(p.relative_to(ROOT)) for p in stale]}"
+    results = times.read_results(ROOT)
+    for path in course.lessons(ROOT):
+        first = nbformat.read(path, as_version=4).cells[0].source
+        assert times.run_time(path.name[:2], results) in first, path.name
 
 
 # --- the Colab cell ------------------------------------------------------------------------------
