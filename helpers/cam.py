@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -115,7 +114,7 @@ class LayerPass:
     target: torch.Tensor
     layer_output: torch.Tensor  # the layer's raw output, a leaf that requires grad
     reshape: Reshape
-    layer: str = ""  # the layer's name (what ``layer=None`` picked)
+    layer: str = ""  # its name: what layer=None picked (layer_roles(model).cam_layer)
 
     def gradients(self, *, keep_graph: bool = False) -> torch.Tensor:
         """``d y_c / d A`` ``(N, K, h, w)`` for the classes ``target``. One backward through the
@@ -131,21 +130,6 @@ class LayerPass:
         return dataclasses.replace(self, target=torch.as_tensor(target, device=self.logits.device))
 
 
-_REPORTED: set[type] = set()
-
-
-def _default_layer(net: nn.Module) -> str:
-    """``layer_roles(net).cam_layer``, said once per kind of model (as torchcam logs it), so that
-    a student knows which layer ``layer=None`` explains."""
-    name = layer_roles(net).cam_layer
-    if type(net) not in _REPORTED:
-        _REPORTED.add(type(net))
-        warnings.warn(f"layer=None: explaining {type(net).__name__} at {name!r}, its "
-                      "layer_roles(model).cam_layer (pass layer= to choose another)",
-                      stacklevel=5)
-    return name
-
-
 def capture_layer(model, x: torch.Tensor, target: Target = None, *, layer: Layer | None = None,
                   reshape: Reshape | None = None) -> LayerPass:
     """Run ``model(x)`` once and keep what ``layer`` (default: ``layer_roles(model).cam_layer``)
@@ -153,9 +137,7 @@ def capture_layer(model, x: torch.Tensor, target: Target = None, *, layer: Layer
     from the layer on only, so it works with frozen weights and inside ``torch.no_grad()``."""
     check_batch(x)
     net = unwrap(model)
-    if layer is None:
-        layer = _default_layer(net)
-    name, _ = get_layer(net, layer)
+    name, _ = get_layer(net, layer if layer is not None else layer_roles(net).cam_layer)
     with evaluating(net), torch.enable_grad():
         output, logits = split_forward(net, x, name)
     to_grid = reshape if reshape is not None else (lambda t: as_grid(net, t))

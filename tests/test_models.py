@@ -53,7 +53,19 @@ def test_lite0_key_map_fails_loudly_on_shape_mismatch():
     key = next(iter(target))
     target[key] = torch.zeros(1)
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        models._lite0_state_dict(target)
+        models._lite_state_dict("efficientnet_lite0", target)
+
+
+@pytest.mark.parametrize("name, size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_lite1_and_lite2_load_offline_and_know_the_photos(name, size):
+    """The networks that lessons use as independent judges (they never optimise against them)."""
+    model = helpers.load_model(name)
+    x = model.preprocess("cat", "coffee")
+    assert x.shape == (2, 3, size, size)
+    with torch.no_grad():
+        top = model(x).argmax(dim=1).tolist()
+    assert model.labels[top[0]] in ("tabby", "tiger cat", "Egyptian cat") and top[1] == 967
+    assert not model.model.training and not any(p.requires_grad for p in model.model.parameters())
 
 
 def test_preprocess_deprocess_round_trip(lite0):

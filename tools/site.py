@@ -14,7 +14,8 @@ from unpkg; here those blocks are empty, and instead:
 
 * formulas (``$...$``, ``$$...$$`` in markdown) are converted to MathML at build time with
   ``latex2mathml`` (a small pure-Python package); browsers render MathML natively;
-* explorer outputs are shown by the picture each stores beside its widget view (``image/png``);
+* explorer outputs are shown by the picture each stores beside its widget view (an HTML figure
+  with its caption, or ``image/png`` in older notebooks);
   the live widget needs a kernel, so the widget view and the notebook's widget state are dropped;
 * the Colab install cell is left out (a reader of the site runs nothing);
 * by default it is the students' site: every solution becomes the exercise's stub, its outputs
@@ -179,7 +180,8 @@ def prepare(nb, *, teacher: bool = False) -> tuple[object, list[tuple[str, bool]
             data = output.get("data", {})
             if WIDGET_VIEW in data:
                 del data[WIDGET_VIEW]
-                if not any(k.startswith("image/") for k in data):
+                if not any(k.startswith("image/") for k in data) and \
+                        "<img " not in "".join(data.get("text/html", "")):
                     missing += 1
                     data.clear()
                     data["text/html"] = EXPLORER_NOTE

@@ -37,9 +37,10 @@ def _encoded(picture) -> tuple[str, bytes]:
 
 
 def snapshot_bundle(pngs: Sequence[bytes], caption: str) -> dict[str, str]:
-    """What a static viewer (GitHub, nbviewer, the course site) shows of an explorer: the
-    pictures ``pngs`` side by side, scaled (nearest neighbours) to at least ``SNAPSHOT_WIDTH``
-    pixels wide, as an image, and an HTML figure with the ``caption`` as text beneath it."""
+    """What a static viewer (GitHub, nbviewer, the course site) shows of an explorer: an HTML
+    figure of the pictures ``pngs`` side by side, scaled to at least ``SNAPSHOT_WIDTH`` pixels
+    wide (embedded, PNG or JPEG), with the ``caption`` as text beneath it. One copy of the
+    picture only: a notebook stays under 1.5 MB."""
     from PIL import Image
 
     pictures = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
@@ -52,16 +53,16 @@ def snapshot_bundle(pngs: Sequence[bytes], caption: str) -> dict[str, str]:
         canvas.paste(p, (left, 0))
         left += p.width + gap
     if canvas.width < SNAPSHOT_WIDTH:
-        factor = SNAPSHOT_WIDTH / canvas.width
-        canvas = canvas.resize((SNAPSHOT_WIDTH, round(canvas.height * factor)),
-                               Image.Resampling.NEAREST)
+        factor = SNAPSHOT_WIDTH / canvas.width  # small maps stay crisp squares; others smooth
+        resample = Image.Resampling.NEAREST if factor >= 2 else Image.Resampling.LANCZOS
+        canvas = canvas.resize((SNAPSHOT_WIDTH, round(canvas.height * factor)), resample)
     mime, data = _encoded(canvas)
     encoded = base64.b64encode(data).decode("ascii")
     figure = (f'<figure style="margin:0"><img src="data:{mime};base64,{encoded}" '
               f'width="{canvas.width}" alt="{html.escape(caption)}"/>'
               f'<figcaption style="font-size:14px;max-width:{canvas.width}px">'
               f'{html.escape(caption)}</figcaption></figure>')
-    return {mime: encoded, "text/html": figure}
+    return {"text/html": figure}
 
 
 class _Explorer:
