@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from helpers.attribution import saliency
-from helpers.baselines import edge_map, random_map
+from helpers.baselines import centre_map, edge_map, random_map, salient_blob_map
 from helpers.cam import grad_cam
 from helpers.causal import auc, deletion, insertion
 from helpers.imputation import noisy_linear_imputation, rise_blur
@@ -202,6 +202,20 @@ def test_edge_and_random_maps():
     assert (edges[0, :, 7:9] == 1).all() and (edges[0, :, :6] == 0).all()
     assert torch.equal(random_map(x, seed=3), random_map(x, seed=3))
     assert not torch.equal(random_map(x, seed=3), random_map(x, seed=4))
+
+
+def test_model_free_baselines_have_known_answers():
+    x = torch.full((2, 3, 40, 60), 0.2)
+    x[0, :, 5:12, 40:50] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]  # a red patch
+    x[1, :, 20:30, 3:9] = 0.8
+    blob = salient_blob_map(x)
+    for i, (rows, cols) in enumerate([((5, 12), (40, 50)), ((20, 30), (3, 9))]):
+        r, c = divmod(int(blob[i].argmax()), 60)
+        assert rows[0] <= r < rows[1] and cols[0] <= c < cols[1], (i, r, c)
+    assert blob.amin() == 0 and blob.amax() == 1
+    centre = centre_map(x)
+    assert torch.equal(centre[0], centre[1]) and centre[0, 19:21, 29:31].min() == centre.max()
+    assert centre[0, 0, 0] < 0.03 * centre.max()  # two standard deviations out on each axis
 
 
 # ----- sanity checks: cascading randomisation ---------------------------------------------------
