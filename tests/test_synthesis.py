@@ -29,6 +29,7 @@ from helpers.synthesis import (
     jitter,
     l2,
     layer_norm,
+    other_networks_probability,
     pad,
     random_rotate,
     random_scale,
@@ -194,6 +195,20 @@ def test_held_out_probability_of_a_photo_stays_high(lite0, cat_coffee):
     assert per_view.shape == (1, 5)
     assert held_out_probability(lite0, coffee, "espresso")[0] >= 0.5
     assert held_out_probability(lite0, coffee, "tarantula")[0] < 0.01
+
+
+def test_other_networks_recognise_a_photo_and_not_naive_ascent(lite0, cat_coffee):
+    """Lite1 and Lite2, which never saw the optimisation, know the espresso photo and do not
+    take Lite0's naive-ascent texture for a goldfish (which Lite0 itself scores at p ~ 1)."""
+    before = snapshot(lite0.model)
+    judged = other_networks_probability(lite0, cat_coffee[1:], "espresso", per_judge=True)
+    assert judged.shape == (1, 2) and judged.mean() > 0.5 and judged.min() > 0.3  # 0.44, 0.90
+    naive = class_visualization(lite0, "goldfish", recipe="naive", steps=48, size=128,
+                                progress=False)
+    with torch.no_grad():
+        assert lite0(naive).softmax(dim=1)[0, 1] > 0.9
+    assert other_networks_probability(lite0, naive, "goldfish")[0] < 0.2
+    assert_unchanged(before, lite0.model)
 
 
 def test_deep_dream_raises_the_layer_and_the_pyramid_differs(lite0):

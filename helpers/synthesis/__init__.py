@@ -15,7 +15,7 @@ Randomness comes from seeded ``torch.Generator`` objects: the same call gives th
 on one machine, and torch's global generator is not touched.
 """
 
-from .held_out import held_out_probability, held_out_views
+from .held_out import JUDGES, held_out_probability, held_out_views, other_networks_probability
 from .objectives import (
     ForwardRecord,
     Objective,
@@ -81,6 +81,8 @@ __all__ = [
     "from_rgb",
     "held_out_probability",
     "held_out_views",
+    "JUDGES",
+    "other_networks_probability",
     "image_parameterization",
     "jitter",
     "l1",

