@@ -104,7 +104,8 @@ def colab_cell_source(repo: Repository) -> str:
         "import sys",
         "",
         'if "google.colab" in sys.modules:',
-        f"    !test -d /content/course || git clone -q --depth 1 {repo.url} /content/course",
+        "    !test -d /content/course || \\",
+        f"        git clone -q --depth 1 {repo.url} /content/course",
         "    !python /content/course/tools/colab.py",
         '    sys.path.insert(0, "/content/course")  # importable without restarting the runtime',
     ])
