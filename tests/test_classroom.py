@@ -242,7 +242,7 @@ def test_colab_cell_on_colab_clones_and_keeps_torch(tmp_path):
     assert pips[0][-4:] == ["-r", str(requirements), "-c", str(constraints)]
     assert pips[1][-3:] == ["--no-deps", "-e", "/content/course"]
     assert not any(re.search(r"\btorch(vision)?\b", " ".join(p)) for p in pips)
-    assert len(links.colab_cell_source(repo).splitlines()) <= 8  # was 12: a lesson opens on its title
+    assert len(links.colab_cell_source(repo).splitlines()) <= 8  # was 12: opens on its title
 
 
 def test_colab_cell_is_the_first_code_cell_once(course_copy):
