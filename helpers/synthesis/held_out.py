@@ -46,6 +46,14 @@ def held_out_views(rgb: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def _classes(model, images: torch.Tensor, target) -> torch.Tensor:
+    """Class indices ``(N,)`` from a class (index or name) or one per image."""
+    targets = [target] if isinstance(target, (int, str)) else list(target)
+    if len(targets) == 1:
+        targets = targets * images.shape[0]
+    return torch.tensor([model.class_index(t) for t in targets], device=images.device)
+
+
 @torch.no_grad()
 def held_out_probability(model, images: torch.Tensor, target, *,
                          per_view: bool = False) -> torch.Tensor:
@@ -56,10 +64,7 @@ def held_out_probability(model, images: torch.Tensor, target, *,
     five ``held_out_views`` ``(N,)``, or with ``per_view=True`` all of them ``(N, 5)``.
     An image the model recognises keeps a high value; adversarial texture collapses.
     """
-    targets = [target] if isinstance(target, (int, str)) else list(target)
-    if len(targets) == 1:
-        targets = targets * images.shape[0]
-    classes = torch.tensor([model.class_index(t) for t in targets], device=images.device)
+    classes = _classes(model, images, target)
     rgb = to_rgb(model, images)
     columns = []
     with evaluating(model):
@@ -88,10 +93,7 @@ def other_networks_probability(model, images: torch.Tensor, target, *,
     ``judges``: names for ``load_model`` (default Lite1 and Lite2, loaded once and kept). Returns
     the mean over the judges ``(N,)``, or with ``per_judge=True`` ``(N, len(judges))``.
     """
-    targets = [target] if isinstance(target, (int, str)) else list(target)
-    if len(targets) == 1:
-        targets = targets * images.shape[0]
-    classes = torch.tensor([model.class_index(t) for t in targets], device=images.device)
+    classes = _classes(model, images, target)
     rgb = to_rgb(model, images)
     columns = []
     for name in judges:
