@@ -11,7 +11,8 @@ The modules, one job each, in layers; a module imports only from its own layer o
 
 1. plumbing: ``common`` (batch and argument checks, targets, eval mode, the chunked perturbation
    engine), ``images``, ``hooks`` (recording layers, layer roles, token grids), ``maps`` (any
-   output as a per-pixel map or picture), ``course_models`` (the shapes task's two networks);
+   output as a per-pixel map), ``pictures`` (arrays to PNG / GIF bytes, colour maps),
+   ``course_models`` (the shapes task's two networks);
 2. models and data: ``models`` (loading), ``shapes`` (the synthetic task), ``evaluation``
    (pointing game), ``baselines`` (maps without a model), ``similarity`` (rank correlation,
    SSIM), ``imputation`` (RISE's blur, ROAD's fill);

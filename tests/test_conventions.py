@@ -16,6 +16,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 from pathlib import Path
 
 import pytest
@@ -39,14 +40,15 @@ NOT_A_CLASS_ARGUMENT = {"index", "classes", "targets", "labels_index"}
 NOT_A_CHUNK_SIZE = {"memory_mb", "chunk", "chunk_size", "perturbations_per_eval"}
 
 # Layers, lowest first; a module may import from its own layer or lower ones only.
-LAYERS = [
-    {"common", "images", "hooks", "maps", "course_models"},
-    {"models", "shapes", "evaluation", "baselines", "similarity", "imputation"},
-    {"attribution", "cam", "occlusion", "rollout", "synthesis"},
-    {"causal", "sanity"},
-    {"plotting", "notebook"},
-    {"widgets"},
-]
+def _layers_of_the_docstring() -> list[set[str]]:
+    """The layers as ``helpers/__init__.py`` describes them: item ``k.`` names its modules in
+    double back-quotes (the test and the docstring cannot drift apart)."""
+    text = helpers.__doc__.split("in layers;", 1)[1]
+    items = re.split(r"\n(?=\d\. )", text.strip())
+    return [set(re.findall(r"``(\w+)``", item)) for item in items if item[:1].isdigit()]
+
+
+LAYERS = _layers_of_the_docstring()
 
 
 def _public_functions():

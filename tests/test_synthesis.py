@@ -4,6 +4,8 @@ randomness, forward passes that stop where the objective needs, and the model le
 
 from __future__ import annotations
 
+import unittest.mock
+
 import ipywidgets
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from helpers.synthesis import (
     COLOR_CORRELATION_SQRT,
     FFTImage,
     ForwardRecord,
+    Objective,
     channel_mean,
     channel_visualization,
     class_logit,
@@ -228,6 +231,45 @@ def test_deep_dream_raises_the_layer_and_the_pyramid_differs(lite0):
         assert ((image >= low - 1e-5) & (image <= high + 1e-5)).all()
     assert torch.equal(plain, deep_dream(lite0, x, "blocks.3", octaves=1, steps=6,
                                          progress=False))
+    assert_unchanged(before, lite0.model)
+
+
+def interrupting(after: int):
+    """A zero penalty that presses the stop button on its call number ``after`` (counted)."""
+    calls = []
+
+    def fn(record):
+        calls.append(1)
+        if len(calls) == after:
+            raise KeyboardInterrupt
+        return record.image.sum(dim=(1, 2, 3)) * 0
+    return Objective(fn, "stop"), calls
+
+
+def test_one_interrupt_stops_every_batch_and_octave_and_keeps_the_picture(lite0):
+    before = snapshot(lite0.model)
+    penalty, calls = interrupting(after=3)
+    with pytest.warns(UserWarning, match="interrupted after 2 of 8 steps"):
+        pictures, frames = class_visualization(lite0, [1, 2, 3], penalty=penalty, steps=8,
+                                               size=32, batch_size=1, frames_every=2,
+                                               progress=False)
+    assert len(calls) == 3  # the second and third batches never ran
+    with pytest.warns(UserWarning, match="interrupted after 0 of 8 steps"):
+        start = class_visualization(lite0, [1, 2, 3], penalty=interrupting(after=1)[0], steps=8,
+                                    size=32, batch_size=1, progress=False)
+    assert pictures.shape == start.shape == (3, 3, 32, 32)
+    assert not torch.equal(pictures[0], start[0])  # two steps taken
+    torch.testing.assert_close(pictures[1:], start[1:])  # the rest keep their start
+    assert len(frames) == 1 and frames[0].shape == (3, 3, 32, 32)
+
+    x = lite0.preprocess("grace_hopper")[..., ::4, ::4].contiguous()
+    stop = interrupting(after=4)[0]
+    record = Objective(lambda r: r.acts["blocks.2"].mean(dim=(1, 2, 3)), "b2", ["blocks.2"])
+    with pytest.warns(UserWarning, match="octave 2/3: interrupted"), \
+            unittest.mock.patch("helpers.synthesis.render.layer_norm",
+                                lambda layer: record - stop):
+        dreamt = deep_dream(lite0, x, "blocks.2", octaves=3, steps=2, progress=False)
+    assert dreamt.shape == x.shape and (dreamt - x).abs().max() > 0
     assert_unchanged(before, lite0.model)
 
 

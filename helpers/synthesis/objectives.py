@@ -43,7 +43,7 @@ class Objective:
     """A function of a ``ForwardRecord`` -> ``(N,)`` to maximise, plus what it needs."""
 
     def __init__(self, fn: Callable[[ForwardRecord], torch.Tensor], name: str,
-                 layers: Sequence[str] = (), needs_logits: bool = False) -> None:
+                 layers: Sequence[str] = (), *, needs_logits: bool = False) -> None:
         self.fn, self.name = fn, name
         self.layers, self.needs_logits = tuple(dict.fromkeys(layers)), needs_logits
 
@@ -52,7 +52,7 @@ class Objective:
 
     def _join(self, other: Objective, fn, name: str) -> Objective:
         return Objective(fn, name, self.layers + other.layers,
-                         self.needs_logits or other.needs_logits)
+                         needs_logits=self.needs_logits or other.needs_logits)
 
     def __add__(self, other: Objective) -> Objective:
         return self._join(other, lambda r: self(r) + other(r), f"{self.name} + {other.name}")
@@ -62,7 +62,7 @@ class Objective:
 
     def __rmul__(self, weight: float) -> Objective:
         return Objective(lambda r: weight * self(r), f"{weight:g}*{self.name}", self.layers,
-                         self.needs_logits)
+                         needs_logits=self.needs_logits)
 
     __mul__ = __rmul__
 

@@ -74,6 +74,15 @@ def _forward(net: torch.nn.Module, x: torch.Tensor, objective: Objective):
     return logits, acts
 
 
+class _Interrupted(Exception):
+    """A ``KeyboardInterrupt`` caught inside ``render``, carrying the picture so far, so that a
+    recipe made of several renders (batches, octaves) stops at once and still returns it."""
+
+    def __init__(self, result: torch.Tensor, frames: list[torch.Tensor]):
+        super().__init__("interrupted")
+        self.result, self.frames = result, frames
+
+
 def render(model: LessonModel, objective: Objective, image: ImageParameterization, *,
            transforms: Sequence[Transform] = (), steps: int = 128, lr: float = 0.05,
            optimizer: str = "adam", seed: int = 0, frames_every: int = 0,
@@ -88,8 +97,21 @@ def render(model: LessonModel, objective: Objective, image: ImageParameterizatio
     - ``frames_every=k``: also return the image every ``k`` steps (for an animation).
 
     Returns the final image ``(N, 3, H, W)`` in the model's input space (``model.deprocess``
-    turns it into pictures) and the list of frames (same space).
+    turns it into pictures) and the list of frames (same space). Interrupted (the kernel's stop
+    button), it warns and returns the picture reached so far, as lucent does.
     """
+    try:
+        return _render(model, objective, image, transforms=transforms, steps=steps, lr=lr,
+                       optimizer=optimizer, seed=seed, frames_every=frames_every,
+                       progress=progress, desc=desc)
+    except _Interrupted as stop:
+        return stop.result, stop.frames
+
+
+def _render(model, objective, image, *, transforms=(), steps=128, lr=0.05, optimizer="adam",
+            seed=0, frames_every=0, progress=True, desc="render"
+            ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``render``, raising ``_Interrupted`` (with the picture so far) on a keyboard interrupt."""
     model = _require_lesson_model(model)
     if optimizer not in ("adam", "normalised"):
         raise ValueError("optimizer must be 'adam' or 'normalised'")
@@ -114,7 +136,8 @@ def render(model: LessonModel, objective: Objective, image: ImageParameterizatio
                     frames.append(current())
         except KeyboardInterrupt:  # as lucent: a student who stops a long cell keeps the picture
             warnings.warn(f"{desc}: interrupted after {step} of {steps} steps; returning the "
-                          "picture so far", stacklevel=2)
+                          "picture so far", stacklevel=3)
+            raise _Interrupted(current(), frames) from None
     return current(), frames
 
 
@@ -191,12 +214,21 @@ def _visualize(model: LessonModel, objective_for, targets: list, *, recipe: str,
     image = image_parameterization((len(targets), 3, size, size),
                                    parameterization=parameterization, decorrelate=decorrelate,
                                    seed=seed, device=model.device)
-    results, frames = [], []
+    results, frames, interrupted = [], [], False
     for start, part in zip(range(0, len(targets), batch_size), image.split(batch_size)):
+        if interrupted:  # one stop ends the cell: the batches not yet run keep their start
+            with torch.no_grad():
+                results.append(from_rgb(model, part.rgb()))
+            frames.append(results[-1:])
+            continue
         objective = objective_for(targets[start: start + batch_size])
         objective = objective if penalty is None else objective - penalty
-        result, part_frames = render(model, objective, part, transforms=transforms, seed=seed,
-                                     frames_every=frames_every, desc=desc, **knobs)
+        try:
+            result, part_frames = _render(model, objective, part, transforms=transforms,
+                                          seed=seed, frames_every=frames_every, desc=desc,
+                                          **knobs)
+        except _Interrupted as stop:
+            (result, part_frames), interrupted = (stop.result, stop.frames), True
         results.append(result)
         frames.append(part_frames)
     result = torch.cat(results)
@@ -298,8 +330,14 @@ def deep_dream(model: LessonModel, image: torch.Tensor, layer: str, *,
                              antialias=True)
         detail = F.interpolate(detail, size=size, mode="bilinear", align_corners=False)
         pixels = PixelImage(base + detail)
-        dreamt, _ = render(model, objective, pixels, transforms=[roll(jitter)] if jitter else [],
-                           steps=steps, lr=lr, optimizer="normalised", seed=seed + level,
-                           progress=progress, desc=f"deep dream octave {level + 1}/{octaves}")
+        try:
+            dreamt, _ = _render(model, objective, pixels,
+                                transforms=[roll(jitter)] if jitter else [], steps=steps, lr=lr,
+                                optimizer="normalised", seed=seed + level, frames_every=0,
+                                progress=progress, desc=f"deep dream octave {level + 1}/{octaves}")
+        except _Interrupted:  # one stop ends the cell: the detail so far, on the full-size photo
+            detail = F.interpolate(pixels.rgb().detach() - base, size=sizes[-1],
+                                   mode="bilinear", align_corners=False)
+            return from_rgb(model, (photo + detail).clamp(0, 1))
         detail = pixels.rgb().detach() - base
     return dreamt

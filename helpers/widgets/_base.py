@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import numpy as np
 
-from ..plotting import colorize
+from ..pictures import colorize
 
 __all__ = ["PANEL", "SNAPSHOT_WIDTH", "snapshot_bundle"]
 

@@ -19,7 +19,7 @@ from ..common import evaluating
 from ..hooks import get_layer, layer_roles
 from ..maps import as_grey
 from ..models import LessonModel
-from ..plotting import array_to_png, blend
+from ..pictures import array_to_png, blend
 from ._base import PANEL, _Explorer, _grey, _named_images
 
 __all__ = ["ClassExplorer", "CLASS_METHODS"]

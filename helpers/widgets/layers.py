@@ -12,7 +12,7 @@ import torch
 
 from ..hooks import conv_layers, get_layer, layer_roles, record
 from ..models import LessonModel
-from ..plotting import ACTIVATION_CMAP, SIGNED_CMAP, array_to_png, colorize, kernel_mosaic
+from ..pictures import ACTIVATION_CMAP, SIGNED_CMAP, array_to_png, colorize, kernel_mosaic
 from ._base import PANEL, _LayerChannelExplorer, _named_images
 
 __all__ = ["FeatureMapExplorer", "FilterExplorer"]

@@ -12,7 +12,7 @@ import torch
 
 from ..cam import grad_cam
 from ..models import LessonModel
-from ..plotting import array_to_png, blend
+from ..pictures import array_to_png, blend
 from ..rollout import attention_rollout
 from ._base import PANEL, _Explorer, _grey
 
