@@ -34,7 +34,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-from tqdm.auto import tqdm
 
 from .common import (
     Target,
@@ -46,6 +45,7 @@ from .common import (
     resolve_targets,
     unwrap,
 )
+from .progress import progress_bar
 
 __all__ = [
     "UnsupportedActivationError",
@@ -159,8 +159,7 @@ def smooth_grad(model, x: torch.Tensor, target: Target = None, *, n: int = 25,
     generator = torch.Generator(device=x.device).manual_seed(seed)
     total = torch.zeros_like(x)
     jobs = [(i, s) for i in range(x.shape[0]) for s in range(0, n, batch_size)]
-    for i, start in tqdm(jobs, desc="SmoothGrad", disable=not progress or len(jobs) < 2,
-                         leave=False):
+    for i, start in progress_bar(jobs, desc="SmoothGrad", enabled=progress and len(jobs) > 1):
         count = min(batch_size, n - start)
         noisy = x[i:i + 1] + sigma[i] * torch.randn(
             (count, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)

@@ -14,7 +14,8 @@ from typing import Union
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from .progress import progress_bar
 
 __all__ = [
     "EPS",
@@ -178,7 +179,6 @@ def forward_in_chunks(net: nn.Module, jobs: Sequence,
     check_int("batch_size", batch_size)
     starts = range(0, len(jobs), batch_size)
     with evaluating(net), torch.no_grad():
-        for start in tqdm(starts, desc=desc, disable=not progress or len(starts) < 2,
-                          leave=False):
+        for start in progress_bar(starts, desc=desc, enabled=progress and len(starts) > 1):
             chunk = jobs[start:start + batch_size]
             yield chunk, net(channels_last(make_batch(chunk)))

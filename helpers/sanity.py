@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .common import Target, check_batch, fixed_targets, unwrap
 from .maps import as_grey, to_map
+from .progress import progress_bar
 from .similarity import rank_correlation, ssim
 
 __all__ = ["randomization_layers", "Cascade", "cascading_randomization"]
@@ -137,7 +137,7 @@ def cascading_randomization(model, x: torch.Tensor, target: Target = None, *,
     steps: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
     rho: dict[str, list[float]] = {name: [] for name in methods}
     structural: dict[str, list[float]] = {name: [] for name in methods}
-    for layer in tqdm(layers, desc="randomising", disable=not progress, leave=False):
+    for layer in progress_bar(layers, desc="randomising", enabled=progress):
         if not cascading:
             net.load_state_dict(trained_state)
         _randomize(copied[layer], randomize, generator)

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..common import EPS, check_int, check_number, evaluating
 from ..hooks import channel_count, get_layer
 from ..models import LessonModel
+from ..progress import progress_bar
 from .objectives import ForwardRecord, Objective, channel_mean, class_logit, layer_norm
 from .param import FFTImage, ImageParameterization, PixelImage, from_rgb, to_rgb
 from .transforms import ROBUST, Transform, compose, roll
@@ -130,7 +130,7 @@ def _render(model, objective, image, *, transforms=(), steps=128, lr=0.05, optim
     step = 0
     with evaluating(model) as net, torch.enable_grad():
         try:
-            for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+            for step in progress_bar(range(steps), desc=desc, enabled=progress):
                 _step(net, model, objective, image, transform, generator, adam, lr)
                 if frames_every and (step + 1) % frames_every == 0:
                     frames.append(current())
