@@ -101,7 +101,7 @@ def plot_predictions(image, predictions: Sequence[tuple[str, float]], *, title: 
     ax_bar.set_title(f"top-{len(predictions)}", fontsize=10)
     for bar, p in zip(bars, probs):
         ax_bar.text(min(p + 0.02, 0.8), bar.get_y() + bar.get_height() / 2, f"{p:.1%}",
-                    va="center", fontsize=8)
+                    va="center", fontsize=9)
     if ax_pair is None:
         fig.tight_layout()
     return fig
@@ -132,7 +132,7 @@ def channel_grid(activation: torch.Tensor, channels: Sequence[int] | None = None
             image = ax.imshow(fmap.numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
         else:
             ax.imshow(fmap.numpy(), cmap=cmap)
-        ax.set_title(f"ch {index}", fontsize=8)
+        ax.set_title(f"ch {index}", fontsize=9)
     return _finish_grid(fig, axes, title, image, "activation")
 
 
@@ -211,7 +211,7 @@ def kernel_tiles(weight: torch.Tensor, title: str = "", columns: int = 8,
         else:
             shown = ax.imshow(kernel[0].numpy(), cmap=SIGNED_CMAP, vmin=-limit, vmax=limit,
                               interpolation="nearest")
-        ax.set_title(str(i), fontsize=7)
+        ax.set_title(str(i), fontsize=9)
     return _finish_grid(fig, axes, title, shown, "weight")
 
 

@@ -4,11 +4,14 @@ loaded from the network. (nbval runs them; this file reads them as stored.)"""
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -21,6 +24,15 @@ REPR_JUNK = re.compile(r"^(<(Axes|Figure|matplotlib)[^>]*>|Text\(.*\)|\[<matplot
 REMOTE_LOAD = re.compile(r"""<(script|link|img|iframe)[^>]+(src|href)=["']?(https?:)?//""",
                          re.IGNORECASE)
 MAX_BYTES = 1_500_000
+# Figures a lecture hall can read: text >= 9 pt at >= 100 dpi, no jet, explorer snapshots >= 640
+# px wide (caption as text beside them), no picture (animations included) narrower than 480 px.
+SMALL_TEXT = re.compile(r"\b(fontsize|labelsize|size)\s*=\s*[1-8](\.\d*)?\b|"
+                        r"rcParams\[[\"']font\.size[\"']\]\s*=\s*[1-8]\b")
+LOW_DPI = re.compile(r"\bdpi\"?\]?\s*[=:]\s*\d{1,2}\b|figure\.dpi[\"']\]\s*=\s*\d{1,2}\b")
+JET = re.compile(r"""["']jet["']|cm\.jet\b""")
+MIN_SNAPSHOT_WIDTH, MIN_PICTURE_WIDTH = 640, 480
+PICTURE_MIMES = ("image/png", "image/jpeg", "image/gif")
+EMBEDDED = re.compile(r'<img[^>]+src="data:image/(?:png|jpeg|gif);base64,([^"]+)"')
 
 
 def test_there_are_lessons():
@@ -99,3 +111,38 @@ def test_every_cell_was_run_in_order(lesson):
     counts = [c.execution_count for c in nb.cells if c.cell_type == "code" and c.source.strip()]
     assert None not in counts, f"{path.name} has cells that were never run"
     assert counts == sorted(counts), f"{path.name} was not run top to bottom"
+
+
+def _pictures(nb):
+    """``(cell index, is an explorer snapshot, PIL image)`` for every stored picture."""
+    for index, output in _outputs(nb):
+        data = output.get("data", {})
+        snapshot = WIDGET_VIEW in data or "<figure" in "".join(data.get("text/html", ""))
+        encoded = [data[mime] for mime in PICTURE_MIMES if mime in data]
+        encoded += EMBEDDED.findall("".join(data.get("text/html", "")))
+        for text in encoded:
+            text = "".join(text) if isinstance(text, list) else text
+            yield index, snapshot, Image.open(io.BytesIO(base64.b64decode(text)))
+
+
+def test_figures_are_readable_on_a_projector(lesson):
+    path, nb = lesson
+    problems = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            problems += [f"cell {index}: {m.group(0)!r} (text under 9 pt, dpi under 100 or jet)"
+                         for pattern in (SMALL_TEXT, LOW_DPI, JET)
+                         for m in pattern.finditer(cell.source)]
+    for index, snapshot, picture in _pictures(nb):
+        least = MIN_SNAPSHOT_WIDTH if snapshot else MIN_PICTURE_WIDTH
+        if picture.width < least:
+            kind = "explorer snapshot" if snapshot else picture.format
+            problems.append(f"cell {index}: {kind} {picture.width} px wide (< {least})")
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+def test_the_figure_functions_write_readable_text():
+    sources = [p for p in (ROOT / "helpers").rglob("*.py")]
+    found = [f"{p.name}: {m.group(0)}" for p in sources
+             for m in SMALL_TEXT.finditer(p.read_text()) if "ImageDraw" not in p.read_text()]
+    assert not found
