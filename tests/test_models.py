@@ -15,7 +15,7 @@ from conftest import CAT_CLASSES, ESPRESSO
 from torchvision import transforms as T
 
 import helpers
-from helpers import models
+from helpers import models, weights
 
 
 def test_lite0_predicts_cat_and_espresso(lite0, cat_coffee):
@@ -53,7 +53,7 @@ def test_lite0_key_map_fails_loudly_on_shape_mismatch():
     key = next(iter(target))
     target[key] = torch.zeros(1)
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        models._lite_state_dict("efficientnet_lite0", target)
+        weights.lite_state_dict("efficientnet_lite0", target)
 
 
 @pytest.mark.parametrize("name, size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
@@ -107,7 +107,7 @@ def test_loading_does_not_touch_global_torch_state():
 
 def test_zoo_offline_fails_fast_and_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setenv(models.MIRROR_ENV, "http://127.0.0.1:9/")  # nothing listens on port 9
+    monkeypatch.setenv(weights.MIRROR_ENV, "http://127.0.0.1:9/")  # nothing listens on port 9
     start = time.perf_counter()
     with pytest.raises(helpers.WeightsUnavailableError) as error:
         helpers.load_model("vgg16")
@@ -126,13 +126,13 @@ def test_zoo_downloads_from_a_local_server_then_uses_the_cache(tmp_path, monkeyp
     url = torchvision.models.ResNet18_Weights.DEFAULT.url
     torch.save(reference.state_dict(), served / url.rsplit("/", 1)[-1])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv(models.MIRROR_ENV, serve_dir(served))
+    monkeypatch.setenv(weights.MIRROR_ENV, serve_dir(served))
     loaded = helpers.load_model("resnet18")
     assert torch.equal(loaded.model.fc.weight, reference.fc.weight)
     assert (tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]).exists()
     assert loaded.labels[281] == "tabby" and loaded.mean == (0.485, 0.456, 0.406)
     # Second load: from the cache, with the server unreachable.
-    monkeypatch.setenv(models.MIRROR_ENV, "http://127.0.0.1:9/")
+    monkeypatch.setenv(weights.MIRROR_ENV, "http://127.0.0.1:9/")
     again = helpers.load_model("resnet18")
     assert torch.equal(again.model.fc.weight, reference.fc.weight)
 

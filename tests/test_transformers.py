@@ -21,7 +21,7 @@ from pytorch_grad_cam.utils.reshape_transforms import (
 )
 
 import helpers
-from helpers import models
+from helpers import weights
 from helpers.cam import grad_cam
 from helpers.evaluation import pointing_game
 from helpers.rollout import attention_maps, attention_rollout, rollout_from_attentions
@@ -224,7 +224,7 @@ def test_course_models_point_at_the_object_rollout_and_cnn_grad_cam(seed):
 def test_timm_imagenet_vit_offline_fails_fast_and_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv(models.MIRROR_ENV, "http://127.0.0.1:9/")  # nothing listens on port 9
+    monkeypatch.setenv(weights.MIRROR_ENV, "http://127.0.0.1:9/")  # nothing listens on port 9
     start = time.perf_counter()
     with pytest.raises(helpers.WeightsUnavailableError) as error:
         helpers.load_model("vit_tiny_patch16_224")
