@@ -98,7 +98,7 @@ def student_copy(nb):
     """Return the student version of a teacher's notebook (the argument is changed in place)."""
     resources: dict = {}
     steps = [clear_solutions(), ClearOutputPreprocessor(), Unhide(),
-             ClearMetadataPreprocessor(preserve_cell_metadata_mask={"tags"},
+             ClearMetadataPreprocessor(preserve_cell_metadata_mask={"tags", "nbgrader"},
                                        preserve_nb_metadata_mask={"kernelspec", "language_info"})]
     for step in steps:
         nb, resources = step.preprocess(nb, resources)
