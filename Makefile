@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?=
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: lab test env env-dev lint benchmarks clean links student site site-teacher times
+.PHONY: lab test env env-dev lint benchmarks clean links student site site-teacher times grade
 
 lab: env  ## create the environment (first time only) and open the course in JupyterLab
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
@@ -40,7 +40,8 @@ lint: env-dev  ## the linter over code and lessons (also the first step of make 
 benchmarks: env-dev  ## time every notebook and the methods against peer libraries
 	cd benchmarks && ../$(BIN)/python notebooks.py && ../$(BIN)/python notebooks.py --threads 1 \
 		&& ../$(BIN)/python widgets.py \
-		&& ../$(BIN)/python attribution.py && ../$(BIN)/python synthesis.py
+		&& ../$(BIN)/python attribution.py && ../$(BIN)/python synthesis.py \
+		&& ../$(BIN)/python grading.py
 
 # Classroom tooling (TEACHING.md, README "For teachers"); nothing here executes a lesson.
 links: env  ## write launch links + the Colab cell from [project.urls] Repository (HUB=https://...)
@@ -51,6 +52,11 @@ times: env  ## copy the lessons' measured times and memory from benchmarks/RESUL
 
 student: env  ## student copies in student/: solutions replaced by stubs, outputs cleared
 	$(BIN)/python -m tools.student
+
+JOBS ?= 1
+grade: env  ## grade collected copies: make grade SUBMISSIONS=DIR [JOBS=2] -> DIR/gradebook.csv
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR [JOBS=n]"; exit 2; }
+	$(BIN)/python -m tools.grade "$(SUBMISSIONS)" --jobs $(JOBS)
 
 SITE_TOOLS := latex2mathml>=3.77  # all the site needs beyond the runtime (formulas to MathML)
 

@@ -279,6 +279,17 @@ def test_student_copy_stubs_solutions_and_clears_outputs():
     assert "widgets" not in nb.metadata
 
 
+def test_student_copy_drops_the_hidden_tests_and_keeps_the_grading_metadata():
+    meta = {"nbgrader": {"grade": True, "grade_id": "1.1-tests", "points": 2, "locked": True,
+                         "solution": False, "schema_version": 3}}
+    nb = new_notebook(metadata={"kernelspec": PYTHON_KERNEL}, cells=[new_code_cell(
+        "visible = 1\n### BEGIN HIDDEN TESTS\nsecret = 2\n### END HIDDEN TESTS\nshown = 3",
+        metadata=meta)])
+    copy = student.student_copy(nb)
+    assert copy.cells[0].source == "visible = 1\nshown = 3"
+    assert copy.cells[0].metadata["nbgrader"] == meta["nbgrader"]  # the grader matches by it
+
+
 @pytest.mark.parametrize("source", ["### BEGIN SOLUTION\nx = 1",
                                     "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
 def test_a_broken_solution_region_is_an_error(source):

@@ -1,4 +1,5 @@
-"""Write the students' copies of the lessons: solutions replaced by stubs, outputs cleared.
+"""Write the students' copies of the lessons: solutions replaced by stubs, hidden tests removed,
+outputs cleared.
 
     python -m tools.student                 # or: make student   -> student/NN_*.ipynb
     python -m tools.student --out DIR notebooks/00_start_here.ipynb
@@ -8,7 +9,8 @@ key. Solutions are marked the nbgrader way: in a code cell the lines from ``### 
 to ``### END SOLUTION`` become ``# YOUR CODE HERE`` / ``raise NotImplementedError()``; in a
 markdown cell they become ``YOUR ANSWER HERE``. This is nbgrader's ``ClearSolutions``
 preprocessor (with ``enforce_metadata=False``: no course server, no gradebook) run through
-nbconvert, followed by nbconvert's ``ClearOutputPreprocessor``.
+nbconvert, then its ``ClearHiddenTests`` (the regions from ``### BEGIN HIDDEN TESTS`` to
+``### END HIDDEN TESTS`` are removed), then nbconvert's ``ClearOutputPreprocessor``.
 
 nbgrader itself is used when it is importable. It is not a dependency of the course: nbgrader 0.9
 needs Python >= 3.11 (the course supports 3.9) and installs a JupyterLab extension, a server
@@ -32,6 +34,7 @@ from traitlets import Unicode
 from tools.course import ROOT, lessons
 
 BEGIN, END = "BEGIN SOLUTION", "END SOLUTION"
+HIDDEN_BEGIN, HIDDEN_END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
 
@@ -68,6 +71,34 @@ class ClearSolutionsLite(Preprocessor):
         return cell, resources
 
 
+class ClearHiddenTestsLite(Preprocessor):
+    """nbgrader's ``ClearHiddenTests``: each region from ``BEGIN HIDDEN TESTS`` to
+    ``END HIDDEN TESTS`` (both included) is removed from the cell."""
+
+    def preprocess_cell(self, cell, resources, index):
+        kept, inside = [], False
+        for line in cell.source.split("\n"):
+            if HIDDEN_BEGIN in line:
+                inside = True
+            elif HIDDEN_END in line:
+                inside = False
+            elif not inside:
+                kept.append(line)
+        if inside:
+            raise RuntimeError(f"no {HIDDEN_END} after {HIDDEN_BEGIN} in cell {index}")
+        cell.source = "\n".join(kept)
+        return cell, resources
+
+
+def clear_hidden_tests() -> Preprocessor:
+    """nbgrader's ``ClearHiddenTests`` if installed, else the Lite twin."""
+    try:
+        from nbgrader.preprocessors import ClearHiddenTests
+    except ImportError:
+        return ClearHiddenTestsLite()
+    return ClearHiddenTests(enforce_metadata=False)
+
+
 def clear_solutions() -> Preprocessor:
     """nbgrader's ``ClearSolutions`` (no metadata required) if installed, else the Lite twin."""
     try:
@@ -97,7 +128,7 @@ class Unhide(Preprocessor):
 def student_copy(nb):
     """Return the student version of a teacher's notebook (the argument is changed in place)."""
     resources: dict = {}
-    steps = [clear_solutions(), ClearOutputPreprocessor(), Unhide(),
+    steps = [clear_solutions(), clear_hidden_tests(), ClearOutputPreprocessor(), Unhide(),
              ClearMetadataPreprocessor(preserve_cell_metadata_mask={"tags", "nbgrader"},
                                        preserve_nb_metadata_mask={"kernelspec", "language_info"})]
     for step in steps:
