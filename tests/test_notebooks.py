@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -14,6 +15,10 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `tools`, as `python -m tools.x` from the repository root
+from tools import grade as grader  # noqa: E402
+from tools.student import student_copy  # noqa: E402
+
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 # Words of the documents the course was made from; students see papers and methods instead.
@@ -146,3 +151,26 @@ def test_the_figure_functions_write_readable_text():
     found = [f"{p.name}: {m.group(0)}" for p in sources
              for m in SMALL_TEXT.finditer(p.read_text()) if "ImageDraw" not in p.read_text()]
     assert not found
+
+
+def test_graded_exercises_check_themselves_and_a_student_copy_runs_to_the_end(lesson):
+    """Two or more implement-it exercises, each an answer cell, a visible check and hidden tests
+    in nbgrader's format; in the student copy no stub raises at the top level of a cell (Run All
+    reaches the end) and no hidden test is left."""
+    path, nb = lesson
+    graded = grader.exercises(nb)
+    assert len(graded) >= 2, f"{path.name}: at least two graded implement-it exercises"
+    ids = {cell.metadata.get("nbgrader", {}).get("grade_id"): i for i, cell in enumerate(nb.cells)}
+    for exercise in graded:
+        assert exercise.id.startswith(path.name[:2] + "."), exercise.id
+        assert exercise.answer < ids.get(f"{exercise.id}-check", -1) < exercise.tests, exercise
+        assert exercise.points > 0
+        assert "### BEGIN HIDDEN TESTS" in nb.cells[exercise.tests].source
+        assert "grade(" in nb.cells[exercise.tests].source
+        assert "check(" in nb.cells[ids[f"{exercise.id}-check"]].source
+    copy = student_copy(nbformat.from_dict(nb))
+    for index, cell in enumerate(copy.cells):
+        assert "HIDDEN TESTS" not in cell.source
+        if cell.cell_type == "code":
+            assert not re.search(r"^raise NotImplementedError", cell.source, re.MULTILINE), (
+                f"{path.name} cell {index}: a top-level stub stops Run All")
