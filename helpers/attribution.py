@@ -42,10 +42,10 @@ from .common import (
     check_number,
     evaluating,
     fixed_targets,
+    in_chunks,
     resolve_targets,
     unwrap,
 )
-from .progress import progress_bar
 
 __all__ = [
     "UnsupportedActivationError",
@@ -158,13 +158,12 @@ def smooth_grad(model, x: torch.Tensor, target: Target = None, *, n: int = 25,
     sigma = noise * span
     generator = torch.Generator(device=x.device).manual_seed(seed)
     total = torch.zeros_like(x)
-    jobs = [(i, s) for i in range(x.shape[0]) for s in range(0, n, batch_size)]
-    for i, start in progress_bar(jobs, desc="SmoothGrad", enabled=progress and len(jobs) > 1):
-        count = min(batch_size, n - start)
-        noisy = x[i:i + 1] + sigma[i] * torch.randn(
-            (count, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
-        grads = method(model, noisy, [int(classes[i])] * count)
-        total[i] += grads.sum(dim=0)
+    for i in range(x.shape[0]):  # the same draws, in the same order, whatever batch_size
+        for chunk in in_chunks(range(n), batch_size, desc=f"SmoothGrad {i + 1}/{x.shape[0]}",
+                               progress=progress):
+            noisy = x[i:i + 1] + sigma[i] * torch.randn(
+                (len(chunk), *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+            total[i] += method(model, noisy, [int(classes[i])] * len(chunk)).sum(dim=0)
     return total / n
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -63,6 +64,8 @@ __all__ = [
     "score_cam",
     "guided_grad_cam",
 ]
+
+logger = logging.getLogger(__name__)
 
 Reshape = Callable[[torch.Tensor], torch.Tensor]
 
@@ -134,10 +137,15 @@ def capture_layer(model, x: torch.Tensor, target: Target = None, *, layer: Layer
                   reshape: Reshape | None = None) -> LayerPass:
     """Run ``model(x)`` once and keep what ``layer`` (default: ``layer_roles(model).cam_layer``)
     gave, laid out as channel maps by ``reshape`` (default: ``as_grid``). The graph is recorded
-    from the layer on only, so it works with frozen weights and inside ``torch.no_grad()``."""
+    from the layer on only, so it works with frozen weights and inside ``torch.no_grad()``.
+    The chosen layer is ``.layer``; with ``layer=None`` it is also logged at INFO level on the
+    ``helpers.cam`` logger (``logging.basicConfig(level="INFO")`` shows it)."""
     check_batch(x)
     net = unwrap(model)
     name, _ = get_layer(net, layer if layer is not None else layer_roles(net).cam_layer)
+    if layer is None:  # as torchcam: say which layer the default picked (logging, not stderr)
+        logger.info("layer=None: the CAM layer of %s is %r (layer_roles(model).cam_layer)",
+                    type(net).__name__, name)
     with evaluating(net), torch.enable_grad():
         output, logits = split_forward(net, x, name)
     to_grid = reshape if reshape is not None else (lambda t: as_grid(net, t))
@@ -263,6 +271,8 @@ def score_cam_weights(layer_pass: LayerPass, *, top_k: int | None = None, rank_b
         check_int("top_k", top_k)
     net, x, activations = layer_pass.model, layer_pass.x, layer_pass.activations
     n, k = activations.shape[:2]
+    if top_k is not None:
+        check_int(f"top_k (layer {layer_pass.layer} has {k} channels)", top_k, high=k)
     weights = torch.zeros(n, k, device=x.device, dtype=x.dtype)
     for i in range(n):
         a = activations[i]

@@ -168,17 +168,25 @@ def channels_last(batch: torch.Tensor) -> torch.Tensor:
     return batch.contiguous(memory_format=torch.channels_last)
 
 
+def in_chunks(items: Sequence, batch_size: int, *, desc: str, progress: bool = True
+              ) -> Iterator[Sequence]:
+    """``items`` cut into consecutive chunks of at most ``batch_size``, with a progress bar when
+    there is more than one chunk: the one loop of every chunked method (SmoothGrad's noisy copies,
+    the perturbations below)."""
+    check_int("batch_size", batch_size)
+    starts = range(0, len(items), batch_size)
+    for start in progress_bar(starts, desc=desc, enabled=progress and len(starts) > 1):
+        yield items[start:start + batch_size]
+
+
 def forward_in_chunks(net: nn.Module, jobs: Sequence,
                       make_batch: Callable[[Sequence], torch.Tensor],
                       *, batch_size: int, desc: str, progress: bool = True
                       ) -> Iterator[tuple[Sequence, torch.Tensor]]:
     """The perturbation engine of occlusion, the causal curves and Score-CAM: cut ``jobs`` into
-    chunks of ``batch_size``, build each chunk's images ``(len(chunk), C, H, W)`` with
-    ``make_batch(chunk)``, and yield ``(chunk, net(images))``, without gradients, in eval mode,
-    channels-last, with a progress bar when there is more than one chunk."""
-    check_int("batch_size", batch_size)
-    starts = range(0, len(jobs), batch_size)
+    chunks of ``batch_size`` (``in_chunks``), build each chunk's images
+    ``(len(chunk), C, H, W)`` with ``make_batch(chunk)``, and yield ``(chunk, net(images))``,
+    without gradients, in eval mode, channels-last."""
     with evaluating(net), torch.no_grad():
-        for start in progress_bar(starts, desc=desc, enabled=progress and len(starts) > 1):
-            chunk = jobs[start:start + batch_size]
+        for chunk in in_chunks(jobs, batch_size, desc=desc, progress=progress):
             yield chunk, net(channels_last(make_batch(chunk)))

@@ -80,6 +80,23 @@ def test_grad_cam_equals_three_peer_libraries(name, layer, lite0, cat_coffee, re
         torch.testing.assert_close(ours, captum, atol=1e-4, rtol=0)
 
 
+def test_raw_signed_maps_equal_captums_and_the_default_layer_is_logged(lite0, cat_coffee,
+                                                                       caplog):
+    """``relu=False, normalize=False, upsample=False``: the raw signed map at the layer, which
+    can be compared across images and classes, as captum's ``LayerGradCam`` gives it."""
+    layer = helpers.layer_roles(lite0.model).cam_layer
+    with caplog.at_level("INFO", logger="helpers.cam"):
+        ours = grad_cam(lite0, cat_coffee, [281, 967], relu=False, normalize=False,
+                        upsample=False)
+    assert f"{layer!r}" in caplog.text
+    peer_net = copy.deepcopy(lite0.model).requires_grad_(True)
+    module = helpers.get_layer(peer_net, layer)[1]
+    captum = LayerGradCam(peer_net, module).attribute(cat_coffee, target=[281, 967])[:, 0]
+    torch.testing.assert_close(ours, captum, atol=1e-5, rtol=1e-4)
+    assert (ours.amin(dim=(1, 2)) != 0).all()  # raw values, not min-max scaled to [0, 1]
+    assert (grad_cam(lite0, cat_coffee, [281, 967], upsample=False).amin(dim=(1, 2)) == 0).all()
+
+
 @pytest.fixture(scope="module")
 def score_maps(lite0, cat_coffee):
     x = cat_coffee[:1]

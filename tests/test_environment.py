@@ -8,6 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 CONDA_TO_PIP = {"pytorch-cpu": "torch"}
 
@@ -38,8 +45,31 @@ def test_environment_yml_lists_runtime_and_dev_requirements():
     assert conda_requirements("environment.yml") == pip_requirements("requirements-dev.txt")
 
 
-def test_binder_environment_lists_the_runtime_requirements():
-    assert conda_requirements("binder/environment.yml") == pip_requirements("requirements.txt")
+def test_the_package_declares_what_helpers_imports():
+    """A wheel (pip install . or git+...) pulls in torch, timm, ...: the package's dependencies
+    are requirements.txt's, at the same ranges, less the notebook front end."""
+    declared = {}
+    for item in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        package, spec = re.match(r"([A-Za-z0-9_.\-]+)(.*)", item).groups()
+        declared[package.lower()] = spec.strip()
+    runtime = pip_requirements("requirements.txt")
+    assert declared == {k: v for k, v in runtime.items() if k not in ("jupyterlab", "ipykernel")}
+
+
+def test_binder_environment_pins_the_runtime_requirements():
+    """Binder builds what was tested: the same packages as requirements.txt, each PyPI package at
+    one exact version inside requirements.txt's range, PyTorch bounded above."""
+    binder, ranges = conda_requirements("binder/environment.yml"), pip_requirements(
+        "requirements.txt")
+    assert binder.keys() == ranges.keys()
+    for package, spec in binder.items():
+        wanted = SpecifierSet(ranges[package])
+        if spec.startswith("=="):
+            assert spec[2:] in wanted, f"{package}{spec} is outside {wanted}"
+        else:
+            bounds = SpecifierSet(spec)
+            assert any(s.operator == "<" for s in bounds), f"{package}{spec} has no upper bound"
+            assert set(wanted) <= set(bounds), f"{package}{spec} drops {wanted}"
 
 
 def test_repo2docker_accepts_the_binder_config():

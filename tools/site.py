@@ -273,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the answer key: solutions and hidden tests shown")
     args = parser.parse_args(argv)
     out = args.out or ROOT / ("site-teacher" if args.teacher else "site")
-    report = build_site(args.notebooks or lessons(), out, teacher=args.teacher)
+    try:
+        report = build_site(args.notebooks or lessons(), out, teacher=args.teacher)
+    except ValueError as error:  # e.g. no usable [project.urls] Repository
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for page, missing in report.items():
         note = f" ({missing} explorer(s) without a stored picture)" if missing else ""
         print(f"wrote {out / page}{note}")
