@@ -111,28 +111,42 @@ def _input_gradient(model, x: torch.Tensor, target: Target, rule: str | None = N
 def saliency(model, x: torch.Tensor, target: Target = None) -> torch.Tensor:
     """Vanilla gradient (Simonyan et al. 2014): ``d y_c / d x`` of the class *logit* y_c.
 
-    ``x``: ``(N, 3, H, W)`` -> ``(N, 3, H, W)``, signed. The logit, not the softmax
-    probability: the probability's gradient also pushes the other classes down, so it mixes
-    "more of c" with "less of everything else".
+    The logit, not the softmax probability: the probability's gradient also pushes the other
+    classes down, so it mixes "more of c" with "less of everything else".
+
+    Args: ``model`` (a ``LessonModel`` or ``nn.Module``); ``x`` ``(N, 3, H, W)``; ``target``: a
+    class index or name, one per image, or ``None`` for each image's top class.
+    Returns ``(N, 3, H, W)``, signed (``helpers.maps.as_grey`` makes a per-pixel map).
+    Example: ``saliency(model, model.preprocess("cat"), "tabby")``.
     """
     return _input_gradient(model, x, target)
 
 
 def gradient_x_input(model, x: torch.Tensor, target: Target = None) -> torch.Tensor:
-    """Gradient times input (Shrikumar et al. 2016): ``x * d y_c / d x``, ``(N, 3, H, W)``."""
+    """Gradient times input (Shrikumar et al. 2016): ``x * d y_c / d x``.
+
+    Args and Returns as ``saliency``: ``(N, 3, H, W)`` -> ``(N, 3, H, W)``, signed.
+    Example: ``gradient_x_input(model, x, "tabby")``."""
     return saliency(model, x, target) * x
 
 
 def deconvnet(model, x: torch.Tensor, target: Target = None) -> torch.Tensor:
     """DeconvNet (Zeiler & Fergus 2014): through each ReLU, pass ``max(g, 0)`` regardless of
-    the forward pass. ``(N, 3, H, W)`` -> ``(N, 3, H, W)``."""
+    the forward pass.
+
+    Args and Returns as ``saliency``: ``(N, 3, H, W)`` -> ``(N, 3, H, W)``. An activation
+    without a rule (SiLU, GELU) raises ``UnsupportedActivationError``.
+    Example: ``deconvnet(model, x, "tabby")``."""
     return _input_gradient(model, x, target, rule="deconvnet")
 
 
 def guided_backprop(model, x: torch.Tensor, target: Target = None) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015): through each ReLU, pass the gradient
     only where the forward input was active *and* the gradient is positive.
-    ``(N, 3, H, W)`` -> ``(N, 3, H, W)``."""
+
+    Args and Returns as ``saliency``: ``(N, 3, H, W)`` -> ``(N, 3, H, W)``. An activation
+    without a rule (SiLU, GELU) raises ``UnsupportedActivationError``.
+    Example: ``guided_backprop(model, x, "tabby")``."""
     return _input_gradient(model, x, target, rule="guided")
 
 
@@ -147,7 +161,10 @@ def smooth_grad(model, x: torch.Tensor, target: Target = None, *, n: int = 25,
     backward graph costs ~100 MB on Lite0 at 224 px, and larger batches were no faster on 2 CPU
     cores), with a progress bar; ``seed`` makes the noise repeatable without touching torch's
     global generator.
-    ``(N, 3, H, W)`` -> ``(N, 3, H, W)``.
+
+    Args: as ``saliency``, plus ``n`` copies, ``noise`` (fraction of the value range),
+    ``method`` (any attribution method), ``batch_size``, ``seed``, ``progress`` (a bar).
+    Returns ``(N, 3, H, W)``. Example: ``smooth_grad(model, x, "tabby", n=16, noise=0.15)``.
     """
     check_int("n", n)
     check_int("batch_size", batch_size)

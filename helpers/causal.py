@@ -66,6 +66,7 @@ def insertion(model, x: torch.Tensor, target: Target = None, *, attribution: tor
     those that are). A faithful map makes the curve rise fast: **high** :func:`auc` is good.
 
     Returns ``(N, steps + 1)``; the last column is exactly ``softmax(model(x))[target]``.
+    Example: ``auc(insertion(model, x, "tabby", attribution=grad_cam(model, x, "tabby")))``.
     """
     return _causal_curve(model, x, attribution, target, steps=steps, baseline=baseline,
                          batch_size=batch_size, seed=seed, progress=progress, insert=True)

@@ -41,6 +41,7 @@ def occlusion(model, x: torch.Tensor, target: Target = None, *, window: int = 16
     strides=(3, s, s), baselines=baseline, target=c)[:, 0]``.
 
     ``(N, 3, H, W)`` -> ``(N, H, W)``, signed.
+    Example: ``occlusion(model, x, "tabby", window=32, stride=16)``.
     """
     check_batch(x)
     height, width = x.shape[-2:]

@@ -109,6 +109,7 @@ def attention_rollout(model, x: torch.Tensor, target: Target = None, *,
     by every method and checked, but rollout is blind to the class: every target gives the same
     map (that is the method's limit, not a bug). ``discard_ratio=0.9`` (``vit-explain``'s example
     setting) keeps the strongest 10 % of each block's attention.
+    Example: ``attention_rollout(load_model("course_vit"), x, discard_ratio=0.9)``.
     """
     net = unwrap(model)
     if target is not None:

@@ -22,7 +22,6 @@ from urllib.parse import parse_qs, urlparse
 import nbformat
 import pytest
 from conftest import CHROMIUM, browser_missing
-from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -305,31 +304,6 @@ def test_same_result_as_nbgrader_clear_solutions():
     theirs, _ = preprocessors.ClearSolutions(enforce_metadata=False).preprocess(
         exercise_notebook(), {})
     assert [c.source for c in ours.cells] == [c.source for c in theirs.cells]
-
-
-@pytest.mark.parametrize("lesson", ["00", "01"])
-def test_student_copy_runs_up_to_its_first_exercise(lesson, course_copy, tmp_path):
-    (teacher_path,) = (course_copy / "notebooks").glob(f"{lesson}_*.ipynb")
-    teacher = nbformat.read(teacher_path, as_version=4)
-    (path,) = student.write_student_copies([teacher_path], tmp_path)
-    nb = nbformat.read(path, as_version=4)
-    nbformat.validate(nb)
-    assert len(nb.cells) == len(teacher.cells)
-    assert not any(student.BEGIN in c.source for c in nb.cells)
-    assert all(not c.outputs and c.execution_count is None
-               for c in nb.cells if c.cell_type == "code")
-    first = next((i for i, c in enumerate(teacher.cells) if student.has_solution(c)),
-                 len(nb.cells))
-    if first < len(nb.cells):
-        stub = nb.cells[first].source
-        assert student.CODE_STUB in stub or student.TEXT_STUB in stub
-    client = NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
-    with client.setup_kernel():
-        for index in range(first):
-            if nb.cells[index].cell_type == "code":
-                client.execute_cell(nb.cells[index], index)
-    assert not Path("/content/course").exists()  # the Colab cell ran, as a no-op
 
 
 # --- the static site -----------------------------------------------------------------------------

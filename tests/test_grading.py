@@ -182,3 +182,33 @@ def test_the_grader_refuses_what_it_cannot_grade(tmp_path):
     with pytest.raises(SystemExit):
         grader.main([str(tmp_path), "--shard", "3/2"])
     shutil.rmtree(tmp_path)
+
+
+def test_a_real_lesson_full_marks_for_the_key_zero_for_the_student_copy(tmp_path):
+    """Lesson 05 (the fastest with a model): the teacher's copy gets every point; the student
+    copy runs to the end (Run All), each visible check says "not done yet", and it gets 0."""
+    root = Path(__file__).resolve().parent.parent
+    teacher = root / "notebooks" / "05_grad_cam.ipynb"
+    for student, nb in (("key", nbformat.read(teacher, as_version=4)),
+                        ("copy", student_copy(nbformat.read(teacher, as_version=4)))):
+        (tmp_path / student).mkdir()
+        nbformat.write(nb, tmp_path / student / teacher.name)
+    rows = grader.grade(tmp_path, cell_timeout=300, log=lambda _: None)
+    graded = grader.exercises(nbformat.read(teacher, as_version=4))
+    assert len(rows) == 2 * len(graded) >= 4
+    assert all(r["points"] == r["max_points"] for r in rows if r["student"] == "key"), rows
+    assert all(r["points"] == 0 and "not done" in r["feedback"]
+               for r in rows if r["student"] == "copy"), rows
+    record = grader.Store(tmp_path).read(grader.Store(tmp_path).path("copy", teacher.stem),
+                                         sources={"teacher": grader._digest(teacher),
+                                                  "submission": grader._digest(
+                                                      tmp_path / "copy" / teacher.name)})
+    executed = nbformat.reads(record["notebook"], as_version=4)
+    tests = {e.tests for e in graded}
+    errors = [i for i, c in enumerate(executed.cells) if i not in tests
+              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"the student copy stopped with an error in cells {errors}"
+    checks = [c for c in executed.cells
+              if c.metadata.get("nbgrader", {}).get("grade_id", "").endswith("-check")]
+    assert checks and all("not done yet" in "".join(o.get("text", "") for o in c.outputs)
+                          for c in checks)
