@@ -45,11 +45,15 @@ from helpers.widgets import RunExplorer
 # Classes lesson 07 does not show: the test must not pass because the lesson's classes were tuned.
 # Sports car and lemon were the weakest under the standard transforms of Olah et al.
 UNSEEN = ["golden retriever", "lemon", "sports car"]
-# The default call (224 px x 128 steps). Measured on 4 unseen classes x 3 seeds x threads 1 and 2
-# (benchmarks/held_out.py): every held-out mean >= 0.93, p >= 0.99. The issue's bar, 0.8, leaves
-# that margin for other CPUs. The standard transforms lose the 0.6x view on most pictures
-# (means 0.67 to 1.00, one below the bar).
-HELD_OUT_MIN = 0.8
+# The default call (224 px x 128 steps). The held-out views lie outside every transform the
+# recipe draws (half size, 1.5x, 30 degrees, mirror, upside down), so photos lose some of their
+# class there too (the espresso photo keeps 0.71 on average). Measured on these classes and
+# castle, 3 seeds at 1 thread and seed 0 at 2 threads: p >= 0.999, held-out means 0.43 to 0.94,
+# the mean over the three classes 0.60 to 0.74. Naive-ascent pictures keep 0.00 to 0.16 (four
+# classes at 160 px), 0.05 on average, below both bars. The bars leave a margin of 0.15 or more
+# for other seeds, threads and CPUs.
+HELD_OUT_MIN = 0.25  # every picture
+HELD_OUT_MEAN_MIN = 0.45  # the three pictures of one seed
 
 
 def activation(model, image, layer, channel=None):
@@ -69,10 +73,10 @@ def threads(request):
 
 @pytest.mark.parametrize("threads", [1, 2], indirect=True)
 def test_class_pictures_keep_their_class_under_held_out_views(lite0, threads):
-    """The default call reaches its class and keeps it under a flip, a 0.6x shrink, an enlarged
-    centre crop, a 12 degree turn and 160 px, for three seeds and classes the lesson does not
-    use. (The naive recipe of the first papers reaches p = 1 too, but collapses under the same
-    views: lesson 07.)"""
+    """The default call reaches its class and keeps much of it under views it never trained on
+    (a mirror, half size, a 1.5x centre crop, a 30 degree turn, upside down), for three seeds and
+    classes the lesson does not use. (The naive recipe of the first papers reaches p = 1 too, but
+    collapses under the same views: lesson 07.)"""
     before = snapshot(lite0.model)
     low, high = lite0.input_range
     for seed in (0, 1, 2):
@@ -87,6 +91,7 @@ def test_class_pictures_keep_their_class_under_held_out_views(lite0, threads):
         for i, name in enumerate(UNSEEN):
             assert probs[i, lite0.class_index(name)] >= 0.9, (name, seed, threads)
             assert held_out[i] >= HELD_OUT_MIN, (name, seed, threads, held_out.tolist())
+        assert held_out.mean() >= HELD_OUT_MEAN_MIN, (seed, threads, held_out.tolist())
     assert_unchanged(before, lite0.model)
 
 
@@ -188,8 +193,22 @@ def test_transforms_draw_from_the_generator_only():
     state = torch.get_rng_state()
     assert torch.equal(apply(0), apply(0)) and apply(0).shape != (0,)
     assert torch.equal(torch.get_rng_state(), state)
-    assert {k: v.shape[-1] for k, v in held_out_views(x).items()} == {
-        "flip": 40, "0.6x on grey": 40, "80% crop": 40, "rotate 12°": 40, "160 px": 160}
+
+
+@pytest.mark.parametrize("size", [40, 160, 224])
+def test_held_out_views_are_never_the_picture_nor_a_robust_draw(size):
+    """Five views, each the picture's own size and none of them the picture; the two that
+    resize it do so by 0.5 and 1.5, outside the 0.7 .. 1.2 that ROBUST draws, at any size."""
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    views = held_out_views(x)
+    assert list(views) == ["flip", "0.5x on grey", "1.5x centre", "rotate 30°", "upside down"]
+    for name, view in views.items():
+        assert view.shape == x.shape, name
+        assert (view - x).abs().mean() > 0.1, name  # random pixels: far from the picture
+    from helpers.synthesis.transforms import ROBUST_SCALES, ROTATIONS
+    assert min(ROBUST_SCALES) > 0.5 and max(ROBUST_SCALES) < 1.5 and max(map(abs, ROTATIONS)) < 30
+    grey = views["0.5x on grey"]
+    assert (grey[..., : size // 4 - 1, :] == 0.5).all()  # a quarter of the height is grey above
 
 
 def test_held_out_probability_of_a_photo_stays_high(lite0, cat_coffee):
@@ -198,6 +217,14 @@ def test_held_out_probability_of_a_photo_stays_high(lite0, cat_coffee):
     assert per_view.shape == (1, 5)
     assert held_out_probability(lite0, coffee, "espresso")[0] >= 0.5
     assert held_out_probability(lite0, coffee, "tarantula")[0] < 0.01
+    # None: the class the model gives the picture itself (espresso); indices are range-checked
+    assert torch.equal(held_out_probability(lite0, coffee, None),
+                       held_out_probability(lite0, coffee, "espresso"))
+    for bad in (1000, -1, ["espresso", "espresso"]):
+        with pytest.raises(ValueError):
+            held_out_probability(lite0, coffee, bad)
+    with pytest.raises(ValueError):
+        other_networks_probability(lite0, coffee, 1000)
 
 
 def test_other_networks_recognise_a_photo_and_not_naive_ascent(lite0, cat_coffee):

@@ -1,6 +1,6 @@
-"""Scoring a class picture on what the optimiser never saw: fixed views of it (a picture of the
-class keeps its class under a flip or a zoom, an adversarial texture does not), and other
-networks (a picture people would recognise is recognised by networks that did not make it).
+"""Scoring a class picture on what the optimiser never saw: fixed views of it (a photo of the
+class mostly keeps its class under a flip or a zoom, an adversarial texture does not), and other
+networks, which took no part in making it. Both are still networks' judgements, not a person's.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from ..common import evaluating
+from ..common import evaluating, fixed_targets
 from .param import from_rgb, to_rgb
-from .transforms import GREY, _rotate
+from .transforms import GREY, rotate
 
 __all__ = ["held_out_views", "held_out_probability", "other_networks_probability", "JUDGES"]
 
@@ -21,37 +21,33 @@ __all__ = ["held_out_views", "held_out_probability", "other_networks_probability
 JUDGES = ("efficientnet_lite1", "efficientnet_lite2")
 
 
-def held_out_views(rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Five fixed views of an RGB batch ``(N, 3, H, W)`` in [0, 1], none of which the robust
-    recipe trains on exactly: a mirror image, the picture shrunk to 0.6 of its size on a grey
-    canvas, the central 80 % enlarged back to full size, a 12 degree rotation, and the whole
-    picture at 160 pixels."""
-    height, width = rgb.shape[-2:]
-    small = F.interpolate(rgb, scale_factor=0.6, mode="bilinear", align_corners=False,
-                          antialias=True)
+def _on_grey(small: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``small`` in the centre of a grey ``height`` x ``width`` canvas."""
     top, left = (height - small.shape[-2]) // 2, (width - small.shape[-1]) // 2
-    shrunk = F.pad(small, [left, width - small.shape[-1] - left,
-                           top, height - small.shape[-2] - top], value=GREY)
-    ch, cw = round(0.8 * height), round(0.8 * width)
+    return F.pad(small, [left, width - small.shape[-1] - left,
+                         top, height - small.shape[-2] - top], value=GREY)
+
+
+def held_out_views(rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Five fixed views of an RGB batch ``(N, 3, H, W)`` in [0, 1], each outside what the robust
+    recipe's random transforms ever draw (``ROBUST``: jitters of 24 and 8 px, scales 0.7 to 1.2,
+    turns of at most 10 degrees, never a mirror), at any picture size, and none of them the
+    picture itself: a mirror image, the picture shrunk to half its size on a grey canvas, its
+    central two thirds enlarged 1.5 times, a 30 degree turn, and the picture upside down."""
+    height, width = rgb.shape[-2:]
+    small = F.interpolate(rgb, size=(round(height / 2), round(width / 2)), mode="bilinear",
+                          align_corners=False, antialias=True)
+    ch, cw = round(height / 1.5), round(width / 1.5)
     y, x = (height - ch) // 2, (width - cw) // 2
     crop = F.interpolate(rgb[..., y: y + ch, x: x + cw], size=(height, width), mode="bilinear",
                          align_corners=False)
     return {
         "flip": rgb.flip(-1),
-        "0.6x on grey": shrunk,
-        "80% crop": crop,
-        "rotate 12°": _rotate(rgb, 12.0),
-        "160 px": F.interpolate(rgb, size=(160, 160), mode="bilinear", align_corners=False,
-                                antialias=True),
+        "0.5x on grey": _on_grey(small, height, width),
+        "1.5x centre": crop,
+        "rotate 30°": rotate(rgb, 30.0),
+        "upside down": rgb.flip(-2),
     }
-
-
-def _classes(model, images: torch.Tensor, target) -> torch.Tensor:
-    """Class indices ``(N,)`` from a class (index or name) or one per image."""
-    targets = [target] if isinstance(target, (int, str)) else list(target)
-    if len(targets) == 1:
-        targets = targets * images.shape[0]
-    return torch.tensor([model.class_index(t) for t in targets], device=images.device)
 
 
 @torch.no_grad()
@@ -60,11 +56,12 @@ def held_out_probability(model, images: torch.Tensor, target, *,
     """The probability the model gives each image's class under views the optimiser never saw.
 
     ``images`` ``(N, 3, H, W)`` in the model's input space (what ``class_visualization``
-    returns); ``target``: a class (index or name) or one per image. Returns the mean over the
-    five ``held_out_views`` ``(N,)``, or with ``per_view=True`` all of them ``(N, 5)``.
-    An image the model recognises keeps a high value; adversarial texture collapses.
+    returns); ``target``: a class (index or name), one per image, or ``None`` (each image's top
+    class). Returns the mean over the five ``held_out_views`` ``(N,)``, or with
+    ``per_view=True`` all of them ``(N, 5)``. Adversarial texture collapses; a high value says
+    the picture holds up for this model, not that a person would see the class in it.
     """
-    classes = _classes(model, images, target)
+    classes = fixed_targets(model, images, target)
     rgb = to_rgb(model, images)
     columns = []
     with evaluating(model):
@@ -89,11 +86,12 @@ def other_networks_probability(model, images: torch.Tensor, target, *,
     """The probability that networks which took no part in the optimisation give each image's
     class: each picture, as RGB, resized (bilinear, antialiased) to each judge's input size.
 
-    ``images`` ``(N, 3, H, W)`` in ``model``'s input space; ``target`` a class or one per image;
+    ``images`` ``(N, 3, H, W)`` in ``model``'s input space; ``target`` a class, one per image or
+    ``None`` (the top class ``model`` gives each image);
     ``judges``: names for ``load_model`` (default Lite1 and Lite2, loaded once and kept). Returns
     the mean over the judges ``(N,)``, or with ``per_judge=True`` ``(N, len(judges))``.
     """
-    classes = _classes(model, images, target)
+    classes = fixed_targets(model, images, target)
     rgb = to_rgb(model, images)
     columns = []
     for name in judges:
