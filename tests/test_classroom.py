@@ -306,6 +306,16 @@ def test_same_result_as_nbgrader_clear_solutions():
     assert [c.source for c in ours.cells] == [c.source for c in theirs.cells]
 
 
+def test_same_result_as_nbgrader_clear_hidden_tests():
+    """Peer oracle: nbgrader's ClearHiddenTests on the lessons' own hidden-test cells."""
+    preprocessors = pytest.importorskip("nbgrader.preprocessors")
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        ours, _ = student.ClearHiddenTestsLite().preprocess(nbformat.read(path, as_version=4), {})
+        theirs, _ = preprocessors.ClearHiddenTests(enforce_metadata=False).preprocess(
+            nbformat.read(path, as_version=4), {})
+        assert [c.source for c in ours.cells] == [c.source for c in theirs.cells], path.name
+
+
 # --- the static site -----------------------------------------------------------------------------
 
 class ResourceTags(HTMLParser):

@@ -12,12 +12,11 @@ preprocessor (with ``enforce_metadata=False``: no course server, no gradebook) r
 nbconvert, then its ``ClearHiddenTests`` (the regions from ``### BEGIN HIDDEN TESTS`` to
 ``### END HIDDEN TESTS`` are removed), then nbconvert's ``ClearOutputPreprocessor``.
 
-nbgrader itself is used when it is importable. It is not a dependency of the course: nbgrader 0.9
-needs Python >= 3.11 (the course supports 3.9) and installs a JupyterLab extension, a server
-extension, `notebook` 7 and SQLAlchemy into the environment the browser test drives. Without it,
-``ClearSolutionsLite`` below does the same replacement (same stubs, same indentation rule, same
-errors for an unclosed or nested region); tests/test_classroom.py checks that both give the same
-notebook whenever nbgrader can be imported.
+nbgrader itself is used when it is importable. It is a test dependency (requirements-dev.txt:
+the tests compare both) but not a runtime one: nbgrader 0.9 needs Python >= 3.11 (the course
+supports 3.9) and adds a JupyterLab extension, a server extension, `notebook` 7 and SQLAlchemy to a
+student's environment. Without it, ``ClearSolutionsLite`` and ``ClearHiddenTestsLite`` below do
+the same (same stubs, same indentation rule, same errors for an unclosed or nested region).
 """
 
 from __future__ import annotations
