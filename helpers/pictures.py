@@ -106,6 +106,19 @@ def blend(image: np.ndarray, heatmap, alpha: float = 0.5, cmap: str = HEATMAP_CM
     return mixed.round().clip(0, 255).astype(np.uint8)
 
 
+CAPTION = 26  # px: the strip above each animation frame, for a caption readable when projected
+
+
+def _caption_font():
+    """A 16 px font for captions (Pillow's bundled one; its bitmap fallback is about 11 px)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=16)
+    except TypeError:  # Pillow < 10.1: the bitmap font
+        return ImageFont.load_default()
+
+
 def gif_bytes(frames: Sequence[np.ndarray], *, titles: Sequence[str] | None = None,
               seconds_per_frame: float = 0.15, scale: int = 1) -> bytes:
     """Frames ``uint8 (H, W, 3)`` -> the bytes of an animated GIF that loops (PIL only).
@@ -122,9 +135,9 @@ def gif_bytes(frames: Sequence[np.ndarray], *, titles: Sequence[str] | None = No
         if scale > 1:
             image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
         if titles is not None:
-            captioned = Image.new("RGB", (image.width, image.height + 16), "white")
-            captioned.paste(image, (0, 16))
-            ImageDraw.Draw(captioned).text((4, 2), titles[i], fill="black")
+            captioned = Image.new("RGB", (image.width, image.height + CAPTION), "white")
+            captioned.paste(image, (0, CAPTION))
+            ImageDraw.Draw(captioned).text((4, 3), titles[i], fill="black", font=_caption_font())
             image = captioned
         images.append(image)
     buffer = io.BytesIO()

@@ -4,6 +4,7 @@ randomness, forward passes that stop where the objective needs, and the model le
 
 from __future__ import annotations
 
+import io
 import unittest.mock
 
 import ipywidgets
@@ -333,6 +334,9 @@ def test_animation_is_an_embedded_gif(tmp_path):
     assert Image.open(tmp_path / "a.gif").n_frames == 3
     data = gif_bytes(frames, titles=["a", "b", "c"], scale=4)
     assert data[:6] == b"GIF89a"
+    captioned = Image.open(io.BytesIO(gif_bytes(frames[2:], titles=["Hg|"], scale=4)))
+    ink = np.flatnonzero((np.asarray(captioned.convert("L"))[:, :40] < 128).any(axis=1))
+    assert ink.max() - ink.min() + 1 >= 12  # a caption readable when projected (>= 9 pt)
     shown = animation(frames, titles=["a", "b", "c"])
     bundle = shown._repr_mimebundle_()
     bundle = bundle[0] if isinstance(bundle, tuple) else bundle
