@@ -56,7 +56,7 @@ def main() -> None:
         folder = Path(tempfile.mkdtemp(prefix="grading-"))
         class_of(path, args.copies, folder)
         grader.grade(folder, jobs=1, log=lambda _: None, shard=(1, args.copies))  # reference
-        for result in (folder / ".grades").glob("s*"):
+        for result in (folder / ".grades" / "results").glob("s*"):
             shutil.rmtree(result)
         start = time.perf_counter()
         book = grader.grade(folder, jobs=jobs, log=lambda _: None)

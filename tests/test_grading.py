@@ -135,7 +135,7 @@ def test_feedback_says_what_went_wrong_and_shows_no_hidden_test(graded):
 def test_a_second_run_resumes_and_a_forged_result_is_graded_again(graded):
     folder, course, _ = graded
     before = _book(folder)
-    result = folder / ".grades" / "wrong" / f"{LESSON}.json"
+    result = grader.Store(folder).path("wrong", LESSON)
     forged = result.read_text().replace('"points": 0.0', '"points": 2.0')
     result.write_text(forged)
     log: list[str] = []

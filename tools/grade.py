@@ -290,7 +290,7 @@ class Store:
         self.key = key_file.read_bytes()
 
     def path(self, student: str, lesson: str) -> Path:
-        return self.root / student / f"{lesson}.json"
+        return self.root / "results" / student / f"{lesson}.json"
 
     def _sign(self, record: dict) -> str:
         body = json.dumps(record, sort_keys=True).encode()
