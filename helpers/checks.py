@@ -84,7 +84,8 @@ def compare(got, expected, *, hints: Mapping[str, object] | None = None,
     flat_g, flat_e = g.ravel(), e.ravel()
     if scale > 0 and np.abs(flat_g).max() > 0:
         factor = float(flat_g @ flat_e / (flat_e @ flat_e))
-        if abs(factor) > 1e-12 and float(np.abs(g - factor * e).max()) <= tolerance * abs(factor):
+        if abs(factor - 1) > 1e-3 and abs(factor) > 1e-12 and \
+                float(np.abs(g - factor * e).max()) <= tolerance * abs(factor):
             return False, (f"right up to a constant factor: yours is {factor:.4g} times the "
                            "expected answer (a sum instead of a mean? a missing normalisation?)")
     correlation = float(np.corrcoef(flat_g, flat_e)[0, 1]) if e.size > 1 and \
@@ -107,8 +108,8 @@ def check(exercise: str, answer: Callable[[], object], expected, *,
         print(f"Exercise {exercise}: your code raised {type(error).__name__}: {error}")
         return False
     right, feedback = compare(got, expected, hints=hints, rtol=rtol)
-    print(f"Exercise {exercise}: {'right' if right else 'not yet'}: {feedback}" if not right
-          else f"Exercise {exercise}: {feedback}.")
+    print(f"Exercise {exercise}: {feedback}." if right else
+          f"Exercise {exercise}: not yet: {feedback}.")
     return right
 
 

@@ -212,7 +212,7 @@ def score(got: dict, reference: dict, graded: list[Exercise]) -> list[dict]:
         if mine.get("broke"):
             feedback = mine["broke"]
         elif len(values) != len(expected):
-            feedback = (f"no answer: {mine['error']}" if mine.get("error")
+            feedback = (f"the hidden tests stopped: {mine['error']}" if mine.get("error")
                         else "the hidden tests got no answer")
         else:
             feedback = "right"
