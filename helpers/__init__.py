@@ -12,7 +12,8 @@ The modules, one job each, in layers; a module imports only from its own layer o
 1. plumbing: ``common`` (batch and argument checks, targets, eval mode, the chunked perturbation
    engine), ``images``, ``hooks`` (recording layers, layer roles, token grids), ``maps`` (any
    output as a per-pixel map), ``pictures`` (arrays to PNG / GIF bytes, colour maps),
-   ``progress`` (progress bars that leave nothing stale in a stored notebook),
+   ``progress`` (progress bars that leave nothing stale in a stored notebook), ``checks`` (an
+   exercise's visible check and its hidden tests' hand-over to the grader),
    ``course_models`` (the shapes task's two networks), ``weights`` (where weights come from);
 2. models and data: ``models`` (loading), ``shapes`` (the synthetic task), ``evaluation``
    (pointing game), ``baselines`` (maps without a model), ``similarity`` (rank correlation,
