@@ -38,6 +38,27 @@ CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
 
 
+def replace_regions(source: str, begin: str, end: str, stub: list[str], index: int) -> str:
+    """``source`` with each region from a line containing ``begin`` to a line containing ``end``
+    (both included) replaced by the lines ``stub``, indented like the ``begin`` line; an
+    unclosed or nested region is a ``RuntimeError`` naming cell ``index``."""
+    kept, inside = [], False
+    for line in source.split("\n"):
+        if begin in line:
+            if inside:
+                raise RuntimeError(f"nested {begin} in cell {index}:\n{source}")
+            inside = True
+            indent = re.match(r"\s*", line).group(0)
+            kept.extend(indent + s for s in stub)
+        elif end in line:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    if inside:
+        raise RuntimeError(f"no {end} after {begin} in cell {index}:\n{source}")
+    return "\n".join(kept)
+
+
 class ClearSolutionsLite(Preprocessor):
     """nbgrader's ``ClearSolutions`` for Python notebooks, without nbgrader's dependencies.
 
@@ -52,21 +73,7 @@ class ClearSolutionsLite(Preprocessor):
         if cell.cell_type not in ("code", "markdown"):
             return cell, resources
         stub = (self.code_stub if cell.cell_type == "code" else self.text_stub).split("\n")
-        kept, inside = [], False
-        for line in cell.source.split("\n"):
-            if BEGIN in line:
-                if inside:
-                    raise RuntimeError(f"nested {BEGIN} in cell {index}:\n{cell.source}")
-                inside = True
-                indent = re.match(r"\s*", line).group(0)
-                kept.extend(indent + s for s in stub)
-            elif END in line:
-                inside = False
-            elif not inside:
-                kept.append(line)
-        if inside:
-            raise RuntimeError(f"no {END} after {BEGIN} in cell {index}:\n{cell.source}")
-        cell.source = "\n".join(kept)
+        cell.source = replace_regions(cell.source, BEGIN, END, stub, index)
         return cell, resources
 
 
@@ -75,17 +82,7 @@ class ClearHiddenTestsLite(Preprocessor):
     ``END HIDDEN TESTS`` (both included) is removed from the cell."""
 
     def preprocess_cell(self, cell, resources, index):
-        kept, inside = [], False
-        for line in cell.source.split("\n"):
-            if HIDDEN_BEGIN in line:
-                inside = True
-            elif HIDDEN_END in line:
-                inside = False
-            elif not inside:
-                kept.append(line)
-        if inside:
-            raise RuntimeError(f"no {HIDDEN_END} after {HIDDEN_BEGIN} in cell {index}")
-        cell.source = "\n".join(kept)
+        cell.source = replace_regions(cell.source, HIDDEN_BEGIN, HIDDEN_END, [], index)
         return cell, resources
 
 
