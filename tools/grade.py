@@ -55,12 +55,10 @@ import nbformat
 import numpy as np
 from nbclient import NotebookClient
 
+from helpers.checks import ANSWER_MIME, GRADING_ENV, RTOL, decode_answer
 from tools import site
 from tools.course import ROOT, lessons
 
-ANSWER_MIME = "application/vnd.cnnvis.answer+json"  # helpers.checks.ANSWER_MIME
-GRADING_ENV = "CNNVIS_GRADING"
-RTOL = 1e-4  # helpers.checks.RTOL: of the reference's largest |value|
 STUDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 COLUMNS = ["student", "lesson", "exercise", "points", "max_points", "feedback"]
 
@@ -179,8 +177,6 @@ def execute(nb, *, cell_timeout: int, timeout: int, memory_mb: int) -> tuple[obj
 def answers(executed, graded: list[Exercise]) -> dict[str, dict]:
     """What each hidden-test cell handed over: ``{exercise: {"values": [arrays], "error": str}}``
     (answers displayed by any other cell are ignored)."""
-    from helpers.checks import decode_answer
-
     found = {}
     for exercise in graded:
         values, error = [], ""
