@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import copy
 import csv
 import hashlib
 import hmac
@@ -55,7 +56,7 @@ import nbformat
 import numpy as np
 from nbclient import NotebookClient
 
-from helpers.checks import ANSWER_MIME, GRADING_ENV, RTOL, decode_answer
+from helpers.checks import ANSWER_MIME, GRADING_ENV, RTOL, compare, decode_answer
 from tools import site
 from tools.course import ROOT, lessons
 
@@ -94,11 +95,16 @@ def exercises(nb) -> list[Exercise]:
     return found
 
 
+def _copy(nb):
+    """A deep copy of a notebook (execution writes into the one it runs)."""
+    return nbformat.from_dict(copy.deepcopy(nb))
+
+
 def merge(teacher, submitted):
     """The teacher's notebook with the student's answer cells (code and written) put in."""
     by_grade_id = {_grader(c).get("grade_id"): c for c in submitted.cells if _grader(c)}
     by_id = {c.get("id"): c for c in submitted.cells if c.get("id")}
-    merged = nbformat.from_dict(json.loads(json.dumps(teacher)))
+    merged = _copy(teacher)
     for cell in merged.cells:
         meta = _grader(cell)
         if not meta.get("solution"):
@@ -115,13 +121,13 @@ def merge(teacher, submitted):
 def stubbed(nb, teacher, exercise: Exercise):
     """``nb`` with the answer of ``exercise`` replaced by the stub of the teacher's solution
     (after that answer broke the kernel)."""
-    from tools.student import ClearSolutionsLite
+    from tools.student import BEGIN, CODE_STUB, END, replace_regions
 
-    copy = nbformat.from_dict(json.loads(json.dumps(nb)))
-    solution = nbformat.v4.new_code_cell(teacher.cells[exercise.answer].source)
-    cleared, _ = ClearSolutionsLite().preprocess_cell(solution, {}, exercise.answer)
-    copy.cells[exercise.answer].source = cleared.source
-    return copy
+    result = _copy(nb)
+    result.cells[exercise.answer].source = replace_regions(
+        teacher.cells[exercise.answer].source, BEGIN, END, CODE_STUB.split("\n"),
+        exercise.answer)
+    return result
 
 
 def _limits(memory_mb: int):
@@ -211,16 +217,10 @@ def score(got: dict, reference: dict, graded: list[Exercise]) -> list[dict]:
             feedback = (f"the hidden tests stopped: {mine['error']}" if mine.get("error")
                         else "the hidden tests got no answer")
         else:
-            feedback = "right"
-            for got_array, want in zip(values, expected):
-                if got_array.shape != want.shape:
-                    feedback = f"shape {got_array.shape} instead of {want.shape}"
-                    break
-                tolerance = RTOL * float(np.abs(want).max(initial=0.0)) + 1e-9
-                if not np.isfinite(got_array).all() or \
-                        float(np.abs(got_array - want).max(initial=0.0)) > tolerance:
-                    feedback = "a different answer on the hidden tests' cases"
-                    break
+            wrong = [why for got_array, want in zip(values, expected)
+                     for right, why in [compare(got_array, want, rtol=RTOL)] if not right]
+            feedback = ("right" if not wrong else
+                        f"a different answer on the hidden tests' cases ({wrong[0]})")
         points = exercise.points if feedback == "right" else 0.0
         rows.append({"exercise": exercise.id, "points": points, "max_points": exercise.points,
                      "feedback": feedback})
@@ -238,7 +238,7 @@ def run_submission(teacher_path: str, submission_path: str | None, *, cell_timeo
         teacher, nbformat.read(submission_path, as_version=4))
     broke: dict[str, str] = {}
     while True:
-        executed, status, stopped = execute(nbformat.from_dict(json.loads(json.dumps(nb))),
+        executed, status, stopped = execute(_copy(nb),
                                             cell_timeout=cell_timeout, timeout=timeout,
                                             memory_mb=memory_mb)
         if status == "ok":
