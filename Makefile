@@ -7,12 +7,12 @@ BIN := $(VENV)/bin
 TORCH ?=
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: lab test env env-dev lint benchmarks clean links student site site-teacher times grade
+.PHONY: lab test env env-dev hub-proxy lint benchmarks clean links student site site-teacher times grade
 
 lab: env  ## create the environment (first time only) and open the course in JupyterLab
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
 
-test: env-dev  ## create the environment with the test tools (first time only) and run every test
+test: env-dev hub-proxy  ## create the environment with the test tools (first time only) and run every test
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/pytest
 
@@ -31,6 +31,16 @@ $(VENV)/.runtime-installed: requirements.txt pyproject.toml
 $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
 	$(BIN)/python -m pip install -r requirements-dev.txt
 	touch $@
+
+# JupyterHub's proxy (Node.js) for tests/test_jupyterhub.py, from npm into $(VENV)/node; without npm
+# that test skips (CI installs npm and requires it).
+CHP := $(VENV)/node/node_modules/.bin/configurable-http-proxy
+hub-proxy: $(CHP)  ## JupyterHub's configurable-http-proxy from npm, for the JupyterHub test
+$(CHP):
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error \
+			configurable-http-proxy@5; \
+	else echo "npm not found: tests/test_jupyterhub.py will skip (install Node.js and npm)"; fi
 
 LINTED := helpers tests benchmarks notebooks $(wildcard tools)
 

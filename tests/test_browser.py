@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CHROMIUM, browser_missing
+from conftest import browser_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -125,20 +125,6 @@ def _shut_down_kernels(base: str, token: str) -> None:
         _api(base, token, f"sessions/{session['id']}", "DELETE")
     for kernel in _api(base, token, "kernels"):
         _api(base, token, f"kernels/{kernel['id']}", "DELETE")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"])
-        yield chromium
-        chromium.close()
 
 
 def _write_setting(folder: Path, extension: str, plugin: str, json_text: str) -> None:
