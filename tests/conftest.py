@@ -90,7 +90,7 @@ def browser_missing() -> str | None:
 
 @pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium, headless, through Playwright (the browser and classroom tests)."""
+    """Debian's Chromium, headless, through Playwright (the browser and JupyterHub tests)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
