@@ -16,11 +16,15 @@ The modules, one job each, in layers; a module imports only from its own layer o
    exercise's visible check and its hidden tests' hand-over to the grader),
    ``course_models`` (the shapes task's two networks), ``weights`` (where weights come from);
 2. models and data: ``models`` (loading), ``shapes`` (the synthetic task), ``evaluation``
-   (pointing game), ``baselines`` (maps without a model), ``similarity`` (rank correlation,
-   SSIM), ``imputation`` (RISE's blur, ROAD's fill);
-3. methods: ``attribution`` (gradients), ``cam`` (CAM family), ``occlusion``, ``rollout``
-   (attention rollout), ``synthesis`` (feature visualisation, deep dream);
-4. tests of methods: ``causal`` (deletion / insertion), ``sanity`` (randomisation checks);
+   (cases with known answers from collages of photos, pointing game, energy, bootstrap
+   intervals), ``baselines`` (maps without a model), ``similarity`` (rank correlation, SSIM),
+   ``imputation`` (RISE's blur, ROAD's fill);
+3. methods: ``attribution`` (gradients, integrated gradients), ``cam`` (CAM family),
+   ``occlusion``, ``rollout`` (attention rollout), ``synthesis`` (feature visualisation, deep
+   dream, feature inversion), ``adversarial`` (fooling images), ``concepts`` (NMF concepts of
+   a layer, their maps and importance);
+4. tests of methods: ``causal`` (deletion / insertion), ``sanity`` (randomisation checks),
+   ``scoreboard`` (every method on every case, every measure, with intervals and baselines);
 5. figures: ``plotting``, ``notebook`` (what a lesson's first cell sets up);
 6. ``widgets``: the explorers.
 """

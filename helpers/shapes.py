@@ -8,6 +8,9 @@ clutter). Because we drew the shape, we know its box, so we can score where an e
 points.
 
 ``make_shapes(n, seed=...)`` is deterministic: the same seed gives the same images on any CPU.
+``make_shape_pairs(n, seed=...)`` draws two shapes of *different* classes in each image, one in
+each half, on the same clutter: a question "where is class c?" then has two different answers
+in one picture, which is what a map that ignores the class cannot give.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from .course_models import SHAPES, SIZE
 
-__all__ = ["SHAPES", "SIZE", "ShapeBatch", "make_shapes"]
+__all__ = ["SHAPES", "SIZE", "ShapeBatch", "ShapePairs", "make_shapes", "make_shape_pairs"]
 
 RADIUS = (7.0, 11.0)  # the object's half-size: 2-3 patches across, always larger than clutter
 LINES, DOTS = 6, 6  # clutter per image
@@ -28,6 +31,18 @@ class ShapeBatch(NamedTuple):
     """``images`` ``(N, 3, SIZE, SIZE)`` in [0, 1]; ``labels`` ``(N,)`` indices into ``SHAPES``;
     ``boxes`` ``(N, 4)`` as ``(top, left, bottom, right)`` pixel rows/columns, inclusive, of the
     object's drawn pixels; ``masks`` ``(N, SIZE, SIZE)`` bool, the object's pixels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    boxes: torch.Tensor
+    masks: torch.Tensor
+
+
+class ShapePairs(NamedTuple):
+    """Two objects per image. ``images`` ``(N, 3, SIZE, SIZE)`` in [0, 1]; ``labels`` ``(N, 2)``
+    two different indices into ``SHAPES``; ``boxes`` ``(N, 2, 4)`` each object's
+    ``(top, left, bottom, right)``, inclusive; ``masks`` ``(N, 2, SIZE, SIZE)`` bool, each
+    object's pixels (the two never overlap)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -64,18 +79,17 @@ def _paint(canvas: torch.Tensor, mask: torch.Tensor, colour: torch.Tensor) -> to
     return torch.where(mask[:, None], colour[:, :, None, None], canvas)
 
 
-def make_shapes(n: int, *, seed: int = 0, labels: torch.Tensor | None = None) -> ShapeBatch:
-    """``n`` images of the shapes task, fixed by ``seed`` (a private ``torch.Generator``: the
-    global random state is neither used nor moved). ``labels`` ``(n,)`` picks the classes;
-    default: drawn at random."""
-    g = torch.Generator().manual_seed(seed)
+def _grid() -> tuple[torch.Tensor, torch.Tensor]:
     s = SIZE
-    yy = torch.arange(s, dtype=torch.float32).view(1, s, 1)
-    xx = torch.arange(s, dtype=torch.float32).view(1, 1, s)
-    if labels is None:
-        labels = torch.randint(len(SHAPES), (n,), generator=g)
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    # background: a smooth two-colour gradient plus a little pixel noise
+    return (torch.arange(s, dtype=torch.float32).view(1, s, 1),
+            torch.arange(s, dtype=torch.float32).view(1, 1, s))
+
+
+def _cluttered_background(g: torch.Generator, n: int, yy: torch.Tensor, xx: torch.Tensor
+                          ) -> torch.Tensor:
+    """``n`` backgrounds ``(n, 3, S, S)``: a smooth two-colour gradient, a little pixel noise,
+    thin lines and small dots of random colours."""
+    s = SIZE
     a, b = _uniform(g, n, 3, 1, 1), _uniform(g, n, 3, 1, 1)
     angle = _uniform(g, n, 1, 1, 1, high=6.2832)
     ramp = ((yy * angle.cos() + xx * angle.sin()) / s + 1) / 2  # (n, 1, s, s) in about [0, 1]
@@ -93,20 +107,87 @@ def make_shapes(n: int, *, seed: int = 0, labels: torch.Tensor | None = None) ->
         cy, cx, rk = (centres[:, k, 0].view(n, 1, 1), centres[:, k, 1].view(n, 1, 1),
                       dot_r[:, k].view(n, 1, 1))
         images = _paint(images, (yy - cy) ** 2 + (xx - cx) ** 2 <= rk**2, colours[:, k])
+    return images
+
+
+def _standing_out(g: torch.Generator, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """A colour ``(n, 3)`` per object that stands out: dark where the background under the
+    object is light on average, light where it is dark."""
+    n = images.shape[0]
+    near = (masks[:, None] * images).sum(dim=(2, 3)) / masks.sum(dim=(1, 2))[:, None]
+    return torch.where(near.mean(1, keepdim=True) > 0.5, 0.25 * _uniform(g, n, 3),
+                       1 - 0.25 * _uniform(g, n, 3))
+
+
+def _boxes(masks: torch.Tensor) -> torch.Tensor:
+    """``(n, 4)`` tight boxes ``(top, left, bottom, right)`` of masks ``(n, S, S)``."""
+    s = masks.shape[-1]
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (n, s) each
+    index = torch.arange(s)
+    return torch.stack([
+        torch.where(rows, index, s).amin(1), torch.where(cols, index, s).amin(1),
+        torch.where(rows, index, -1).amax(1), torch.where(cols, index, -1).amax(1),
+    ], dim=1)
+
+
+def make_shapes(n: int, *, seed: int = 0, labels: torch.Tensor | None = None) -> ShapeBatch:
+    """``n`` images of the shapes task, fixed by ``seed`` (a private ``torch.Generator``: the
+    global random state is neither used nor moved). ``labels`` ``(n,)`` picks the classes;
+    default: drawn at random."""
+    g = torch.Generator().manual_seed(seed)
+    s = SIZE
+    yy, xx = _grid()
+    if labels is None:
+        labels = torch.randint(len(SHAPES), (n,), generator=g)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    images = _cluttered_background(g, n, yy, xx)
     # the object
     r = _uniform(g, n, 1, 1, low=RADIUS[0], high=RADIUS[1])
     cy = r + 1 + _uniform(g, n, 1, 1) * (s - 3 - 2 * r)
     cx = r + 1 + _uniform(g, n, 1, 1) * (s - 3 - 2 * r)
     masks = _shape_masks(labels, cy, cx, r, yy, xx)
-    # a colour that stands out: far from the background's mean colour around the object
-    near = (masks[:, None] * images).sum(dim=(2, 3)) / masks.sum(dim=(1, 2))[:, None]
-    colour = torch.where(near.mean(1, keepdim=True) > 0.5, 0.25 * _uniform(g, n, 3),
-                         1 - 0.25 * _uniform(g, n, 3))
-    images = _paint(images, masks, colour).clamp(0, 1)
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (n, s) each
-    index = torch.arange(s)
-    boxes = torch.stack([
-        torch.where(rows, index, s).amin(1), torch.where(cols, index, s).amin(1),
-        torch.where(rows, index, -1).amax(1), torch.where(cols, index, -1).amax(1),
-    ], dim=1)
-    return ShapeBatch(images, labels, boxes, masks)
+    images = _paint(images, masks, _standing_out(g, images, masks)).clamp(0, 1)
+    return ShapeBatch(images, labels, _boxes(masks), masks)
+
+
+def make_shape_pairs(n: int, *, seed: int = 0) -> ShapePairs:
+    """``n`` images with two shapes of different classes each, fixed by ``seed`` (a private
+    generator, as :func:`make_shapes`).
+
+    The image is cut in two halves, left | right or top | bottom (drawn per image), and each
+    object (radius 7-11 px, as in :func:`make_shapes`) lies inside its own half, so the two are
+    at least 4 px apart. The classes are two different ones drawn at random,
+    in a random order: ``labels[:, 0]`` is not always the left or the top one. The background
+    and its clutter are drawn as in :func:`make_shapes`.
+    Example: ``pairs = make_shape_pairs(100, seed=1)``; ask a map for ``pairs.labels[:, 0]``
+    and score it against ``pairs.boxes[:, 0]``, then for ``pairs.labels[:, 1]``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    g = torch.Generator().manual_seed(seed)
+    s, half = SIZE, SIZE // 2
+    yy, xx = _grid()
+    first = torch.randint(len(SHAPES), (n,), generator=g)
+    second = (first + torch.randint(1, len(SHAPES), (n,), generator=g)) % len(SHAPES)
+    labels = torch.stack([first, second], dim=1)
+    images = _cluttered_background(g, n, yy, xx)
+    across = torch.rand(n, generator=g) < 0.5  # True: left | right, False: top | bottom
+    side = torch.rand(n, generator=g) < 0.5    # True: object 0 in the first half
+    masks = []
+    for k in range(2):
+        r = _uniform(g, n, 1, 1, low=RADIUS[0], high=RADIUS[1])
+        along = r + 1 + _uniform(g, n, 1, 1) * (s - 3 - 2 * r)  # anywhere along the cut
+        in_first = side if k == 0 else ~side
+        low = torch.where(in_first.view(n, 1, 1), r + 1, half + 2 + r)
+        # the centre lies in [low, low + room]: the object stays inside its half
+        room = (half - 4 - 2 * r).clamp_min(0)
+        across_cut = low + _uniform(g, n, 1, 1) * room
+        cy = torch.where(across.view(n, 1, 1), along, across_cut)
+        cx = torch.where(across.view(n, 1, 1), across_cut, along)
+        masks.append(_shape_masks(labels[:, k], cy, cx, r, yy, xx))
+    colours = [_standing_out(g, images, m) for m in masks]  # both from the bare background
+    for m, colour in zip(masks, colours):
+        images = _paint(images, m, colour)
+    masks = torch.stack(masks, dim=1)
+    boxes = torch.stack([_boxes(masks[:, 0]), _boxes(masks[:, 1])], dim=1)
+    return ShapePairs(images.clamp(0, 1), labels, boxes, masks)

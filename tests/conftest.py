@@ -101,3 +101,12 @@ def browser():
                   "--disable-component-update", "--disable-sync"])
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def threads(request):
+    """Torch's thread count for one test (parametrise it indirectly), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)

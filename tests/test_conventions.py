@@ -27,12 +27,13 @@ MODULES = sorted(info.name for info in pkgutil.walk_packages(helpers.__path__, "
 
 METHODS = {
     "helpers.attribution": ["saliency", "smooth_grad", "gradient_x_input", "deconvnet",
-                            "guided_backprop"],
-    "helpers.cam": ["cam", "grad_cam", "score_cam", "guided_grad_cam"],
+                            "guided_backprop", "integrated_gradients"],
+    "helpers.cam": ["cam", "grad_cam", "score_cam", "guided_grad_cam", "grad_cam_plus_plus",
+                    "layer_cam", "hires_cam"],
     "helpers.occlusion": ["occlusion"],
     "helpers.causal": ["deletion", "insertion"],
     "helpers.sanity": ["cascading_randomization"],
-    "helpers.rollout": ["attention_rollout"],
+    "helpers.rollout": ["attention_rollout", "chefer_relevance"],
 }
 CAM_KEYWORDS = {"layer", "reshape"}
 CAM_MAP_KEYWORDS = {"upsample", "relu", "normalize"}

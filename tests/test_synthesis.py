@@ -64,14 +64,6 @@ def activation(model, image, layer, channel=None):
     return a.pow(2).mean().item() if channel is None else a[0, channel].mean().item()
 
 
-@pytest.fixture
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("threads", [1, 2], indirect=True)
 def test_class_pictures_keep_their_class_under_held_out_views(lite0, threads):
     """The default call reaches its class and keeps much of it under views it never trained on

@@ -9,13 +9,16 @@ lucent split their code the same way), each piece small and swappable:
 - ``held_out``: fixed views the optimiser never sees, and the probability a picture keeps on them;
 - ``objectives``: what is maximised, composable as sums (``class_logit(c) - 0.01 * l2()``);
 - ``render``: one loop, and the recipes on it (``class_visualization``,
-  ``channel_visualization``, ``deep_dream``).
+  ``channel_visualization``, ``deep_dream``);
+- ``inversion``: feature inversion on the same loop (``feature_inversion``: an image whose
+  activations at a layer match a photo's, Mahendran & Vedaldi 2015).
 
 Randomness comes from seeded ``torch.Generator`` objects: the same call gives the same picture
 on one machine, and torch's global generator is not touched.
 """
 
 from .held_out import JUDGES, held_out_probability, held_out_views, other_networks_probability
+from .inversion import INVERSION, activation_match, feature_inversion, inversion_loss
 from .objectives import (
     ForwardRecord,
     Objective,
@@ -64,11 +67,13 @@ __all__ = [
     "ROBUST",
     "STANDARD",
     "FFTImage",
+    "INVERSION",
     "ForwardRecord",
     "ImageParameterization",
     "Objective",
     "PixelImage",
     "Transform",
+    "activation_match",
     "blur",
     "channel_mean",
     "channel_visualization",
@@ -77,6 +82,7 @@ __all__ = [
     "compose",
     "decorrelate_colors",
     "deep_dream",
+    "feature_inversion",
     "fft_frequencies",
     "from_rgb",
     "held_out_probability",
@@ -84,6 +90,7 @@ __all__ = [
     "JUDGES",
     "other_networks_probability",
     "image_parameterization",
+    "inversion_loss",
     "jitter",
     "l1",
     "l2",
