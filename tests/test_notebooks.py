@@ -174,3 +174,25 @@ def test_graded_exercises_check_themselves_and_a_student_copy_runs_to_the_end(le
         if cell.cell_type == "code":
             assert not re.search(r"^raise NotImplementedError", cell.source, re.MULTILINE), (
                 f"{path.name} cell {index}: a top-level stub stops Run All")
+
+
+def test_show_png_shows_a_small_sharp_png(monkeypatch):
+    """A chart goes inline as a PNG of at most ``colours`` colours, and its figure is closed."""
+    import IPython.display
+    import matplotlib.pyplot as plt
+
+    from helpers.plotting import show_png
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(range(10), [v * v for v in range(10)], marker="o", label="a line")
+    ax.legend()
+    show_png(fig, colours=16)
+    assert not plt.fignum_exists(fig.number)
+    (image,) = shown
+    picture = Image.open(io.BytesIO(image.data))
+    assert picture.format == "PNG" and picture.width >= 500
+    assert len(picture.convert("RGB").getcolors(maxcolors=256) or []) <= 16
+    with pytest.raises(ValueError, match="colours"):
+        show_png(plt.figure(), colours=1)
