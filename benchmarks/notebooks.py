@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import torch
-from _report import table, write_section
+from _report import RESULTS, table, write_section
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,17 @@ def measure(path: Path) -> dict:
             "within budget": "yes" if ok else "**no**"}
 
 
+def previous_rows(script: str) -> dict[str, dict]:
+    """The rows of ``script``'s section in RESULTS.md, by notebook name (none if absent)."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    section = re.search(rf"<!-- {re.escape(script)} start -->(.*?)<!-- {re.escape(script)} end -->",
+                        text, re.S)
+    found = re.findall(r"^\| (\d\d_\S+\.ipynb) \| ([\d.]+) \| ([\d.]+) \| ([^|]+) \|$",
+                       section.group(1) if section else "", re.M)
+    return {name: {"notebook": name, "wall s": wall, "peak RSS GB": peak, "within budget": ok}
+            for name, wall, peak, ok in found}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
@@ -77,6 +89,9 @@ def main() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # the kernel inherits it
     rows = [measure(path) for path in paths]
     script = "notebooks.py" if args.threads == 2 else "notebooks.py --threads 1"
+    if args.notebooks:  # some lessons re-measured: keep the other lessons' rows of the section
+        rows = sorted({**previous_rows(script), **{r["notebook"]: r for r in rows}}.values(),
+                      key=lambda r: r["notebook"])
     what = "" if args.threads == 2 else ", one core (Binder-like)"
     write_section(script, f"Notebooks: time and memory (fresh kernel, all cells{what})",
                   f"Budget: <= {BUDGET_SECONDS} s and <= {BUDGET_GB} GB each.\n\n" + table(rows))

@@ -301,17 +301,27 @@ def measure_maps(model, cases: Cases, which: Sequence[int], maps: Mapping[str, t
     return Scores(values, picked, {name: MEASURE[name].better for name in names}, settings)
 
 
-def method_maps(model, cases: Cases, which: Sequence[int], methods: Mapping[str, MethodFn]
-                ) -> dict[str, torch.Tensor]:
-    """Each method's maps ``(n, H, W)`` for the cases ``which``, each for the case's class."""
+def method_maps(model, cases: Cases, which: Sequence[int], methods: Mapping[str, MethodFn], *,
+                batch_size: int = 8) -> dict[str, torch.Tensor]:
+    """Each method's maps ``(n, H, W)`` for the cases ``which``, each for the case's class,
+    ``batch_size`` cases at a time (a backward pass through a batch holds all its activations:
+    small batches keep the memory low; a map does not depend on the batch)."""
+    check_int("batch_size", batch_size)
     picked = [int(i) for i in which]
-    x, target = cases.x(picked), cases.target[picked].to(cases.device)
+    if not picked:
+        raise ValueError("which names no case: give at least one case index")
     out = {}
     for method, fn in methods.items():
-        out[method] = fn(model, x, target).detach()
-        if out[method].shape != (len(picked), *x.shape[-2:]):
-            raise ValueError(f"method {method!r} gave maps of shape "
-                             f"{tuple(out[method].shape)}, expected {(len(picked), *x.shape[-2:])}")
+        parts = []
+        for start in range(0, len(picked), batch_size):
+            chunk = picked[start:start + batch_size]
+            x, target = cases.x(chunk), cases.target[chunk].to(cases.device)
+            maps = fn(model, x, target).detach()
+            if maps.shape != (len(chunk), *x.shape[-2:]):
+                raise ValueError(f"method {method!r} gave maps of shape {tuple(maps.shape)}, "
+                                 f"expected {(len(chunk), *x.shape[-2:])}")
+            parts.append(maps)
+        out[method] = torch.cat(parts)
     return out
 
 
