@@ -181,18 +181,7 @@ def cam_variant_rows(name: str) -> list[dict]:
     variants, peers = variant_candidates(net, x, target, layer, peer, module)
     candidates.update(variants)
     peers = {"Grad-CAM": ("captum", "torchcam", "grad-cam"), **peers}
-    for fn in candidates.values():
-        fn()
-    cpu = {key: [] for key in candidates}
-    wall = {key: [] for key in candidates}
-    for _ in range(CAM_ROUNDS):
-        for key, fn in candidates.items():
-            start, begun = time.perf_counter(), time.process_time()
-            fn()
-            cpu[key].append(time.process_time() - begun)
-            wall[key].append(time.perf_counter() - start)
-    c = {key: statistics.median(v) for key, v in cpu.items()}
-    w = {key: statistics.median(v) for key, v in wall.items()}
+    c, w = interleaved_cpu_wall(candidates, CAM_ROUNDS)
     rows = []
     for method, who in peers.items():
         fastest = min(c[f"{method} ({k})"] for k in who)
@@ -206,19 +195,30 @@ def cam_variant_rows(name: str) -> list[dict]:
     return rows
 
 
-def interleaved(candidates: dict, rounds: int = 11) -> dict[str, float]:
-    """Median seconds of each function, measured in rotation (round 1: a, b, c; round 2: ...),
-    so that a slow phase of a shared machine hits every candidate alike."""
+def interleaved_cpu_wall(candidates: dict, rounds: int, *, warmups: int = 1
+                         ) -> tuple[dict[str, float], dict[str, float]]:
+    """Median CPU seconds (of this process) and wall seconds of each function, measured in
+    rotation (round 1: a, b, c; round 2: ...), so that a slow phase of a shared machine hits every
+    candidate alike; each runs ``warmups`` times first."""
     for fn in candidates.values():
-        fn()
-        fn()
-    times = {name: [] for name in candidates}
+        for _ in range(warmups):
+            fn()
+    cpu = {name: [] for name in candidates}
+    wall = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
-            start = time.perf_counter()
+            start, begun = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            cpu[name].append(time.process_time() - begun)
+            wall[name].append(time.perf_counter() - start)
+    return ({name: statistics.median(v) for name, v in cpu.items()},
+            {name: statistics.median(v) for name, v in wall.items()})
+
+
+def interleaved(candidates: dict, rounds: int = 11) -> dict[str, float]:
+    """Median wall seconds of each function, measured in rotation (see
+    ``interleaved_cpu_wall``), after two warm-up calls."""
+    return interleaved_cpu_wall(candidates, rounds, warmups=2)[1]
 
 
 def _torchcam(cls, net, layer, x, target):
@@ -339,18 +339,7 @@ def ig_rows() -> list[dict]:
                                            progress=False),
         "fool plain": plain_loop,
     }
-    for fn in candidates.values():
-        fn()
-    cpu = {name: [] for name in candidates}
-    wall = {name: [] for name in candidates}
-    for _ in range(IG_ROUNDS):
-        for name, fn in candidates.items():
-            start, begun = time.perf_counter(), time.process_time()
-            fn()
-            cpu[name].append(time.process_time() - begun)
-            wall[name].append(time.perf_counter() - start)
-    c = {name: statistics.median(v) for name, v in cpu.items()}
-    w = {name: statistics.median(v) for name, v in wall.items()}
+    c, w = interleaved_cpu_wall(candidates, IG_ROUNDS)
     rows = []
     for label, name, reference in (
             (f"{IG_STEPS} x forward + backward floor", "floor", "floor"),

@@ -29,19 +29,14 @@ from ..hooks import get_layer
 from .objectives import ForwardRecord, Objective
 from .param import ImageParameterization, to_rgb
 from .render import _require_lesson_model, image_parameterization, render
-from .transforms import ROTATIONS, Transform, jitter, pad, random_rotate, random_scale
+from .transforms import STANDARD, Transform, pad
 
 __all__ = ["INVERSION", "inversion_loss", "activation_match", "feature_inversion"]
 
 # Small transforms: a reconstruction must stay aligned with the photo, so these only blur the
-# pixel grid (a shift of up to 8 px, 0.9 .. 1.1, at most 10 degrees), applied to both images.
-INVERSION: list[Transform] = [
-    pad(8),
-    jitter(8),
-    random_scale([1 + (i - 5) / 50 for i in range(11)]),
-    random_rotate(ROTATIONS),
-    jitter(4),
-]
+# pixel grid (a shift of up to 8 px, 0.9 .. 1.1, at most 10 degrees), applied to both images:
+# lucid's standard transforms with 8 px of padding instead of 12.
+INVERSION: list[Transform] = [pad(8), *STANDARD[1:]]
 
 
 def inversion_loss(acts: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
