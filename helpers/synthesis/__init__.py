@@ -10,6 +10,7 @@ lucent split their code the same way), each piece small and swappable:
 - ``objectives``: what is maximised, composable as sums (``class_logit(c) - 0.01 * l2()``);
 - ``render``: one loop, and the recipes on it (``class_visualization``,
   ``channel_visualization``, ``deep_dream``);
+- ``showcase``: class pictures made once with more steps and views, stored with the course;
 - ``inversion``: feature inversion on the same loop (``feature_inversion``: an image whose
   activations at a layer match a photo's, Mahendran & Vedaldi 2015).
 
@@ -47,6 +48,14 @@ from .render import (
     image_parameterization,
     octave_sizes,
     render,
+    transformed_views,
+)
+from .showcase import (
+    PICTURES_DIR,
+    SHOWCASE,
+    SHOWCASE_CLASSES,
+    store_class_pictures,
+    stored_class_pictures,
 )
 from .transforms import (
     ROBUST,
@@ -71,7 +80,10 @@ __all__ = [
     "ForwardRecord",
     "ImageParameterization",
     "Objective",
+    "PICTURES_DIR",
     "PixelImage",
+    "SHOWCASE",
+    "SHOWCASE_CLASSES",
     "Transform",
     "activation_match",
     "blur",
@@ -101,6 +113,9 @@ __all__ = [
     "random_scale",
     "render",
     "roll",
+    "store_class_pictures",
+    "stored_class_pictures",
     "to_rgb",
+    "transformed_views",
     "total_variation",
 ]

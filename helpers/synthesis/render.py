@@ -32,6 +32,7 @@ __all__ = [
     "deep_dream",
     "octave_sizes",
     "RECIPES",
+    "transformed_views",
 ]
 
 
@@ -85,7 +86,7 @@ class _Interrupted(Exception):
 
 def render(model: LessonModel, objective: Objective, image: ImageParameterization, *,
            transforms: Sequence[Transform] = (), steps: int = 128, lr: float = 0.05,
-           optimizer: str = "adam", seed: int = 0, frames_every: int = 0,
+           optimizer: str = "adam", seed: int = 0, views: int = 1, frames_every: int = 0,
            progress: bool = True, desc: str = "render") -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Maximise ``objective`` over the parameters of ``image`` for ``steps`` steps.
 
@@ -94,6 +95,10 @@ def render(model: LessonModel, objective: Objective, image: ImageParameterizatio
     - ``optimizer="adam"``: Adam with learning rate ``lr`` (Olah et al.); ``"normalised"``: the
       plain step ``p += lr * g / std(g)`` per image (deep dream; ``lr`` is then a step in
       parameter units whatever the objective's scale);
+    - ``views=k``: each step the model sees ``k`` independent draws of the transforms, in one
+      batch, and the objective is their mean (an expectation over transformations: Athalye et
+      al. 2018; MaCo, Fel et al. 2023, averages several crops per step). The views are cut to a
+      common size (the smallest, about its centre). ``views=1`` is one draw per step;
     - ``frames_every=k``: also return the image every ``k`` steps (for an animation).
 
     Returns the final image ``(N, 3, H, W)`` in the model's input space (``model.deprocess``
@@ -102,14 +107,14 @@ def render(model: LessonModel, objective: Objective, image: ImageParameterizatio
     """
     try:
         return _render(model, objective, image, transforms=transforms, steps=steps, lr=lr,
-                       optimizer=optimizer, seed=seed, frames_every=frames_every,
+                       optimizer=optimizer, seed=seed, views=views, frames_every=frames_every,
                        progress=progress, desc=desc)
     except _Interrupted as stop:
         return stop.result, stop.frames
 
 
 def _render(model, objective, image, *, transforms=(), steps=128, lr=0.05, optimizer="adam",
-            seed=0, frames_every=0, progress=True, desc="render"
+            seed=0, views=1, frames_every=0, progress=True, desc="render"
             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``render``, raising ``_Interrupted`` (with the picture so far) on a keyboard interrupt."""
     model = _require_lesson_model(model)
@@ -117,6 +122,7 @@ def _render(model, objective, image, *, transforms=(), steps=128, lr=0.05, optim
         raise ValueError("optimizer must be 'adam' or 'normalised'")
     check_int("steps", steps)
     check_number("lr", lr, low=0.0, low_open=True)
+    check_int("views", views)
     check_int("frames_every", frames_every, low=0)
     generator = torch.Generator().manual_seed(seed)
     transform = compose(transforms)
@@ -131,7 +137,7 @@ def _render(model, objective, image, *, transforms=(), steps=128, lr=0.05, optim
     with evaluating(model) as net, torch.enable_grad():
         try:
             for step in progress_bar(range(steps), desc=desc, enabled=progress):
-                _step(net, model, objective, image, transform, generator, adam, lr)
+                _step(net, model, objective, image, transform, generator, adam, lr, views)
                 if frames_every and (step + 1) % frames_every == 0:
                     frames.append(current())
         except KeyboardInterrupt:  # as lucent: a student who stops a long cell keeps the picture
@@ -141,11 +147,31 @@ def _render(model, objective, image, *, transforms=(), steps=128, lr=0.05, optim
     return current(), frames
 
 
-def _step(net, model, objective, image, transform, generator, adam, lr) -> None:
-    """One step of ``render``: forward the transformed view, then move the image's parameters."""
+def transformed_views(transform: Transform, rgb: torch.Tensor, generator: torch.Generator,
+                      count: int) -> torch.Tensor:
+    """``count`` independent draws of ``transform`` on ``rgb`` ``(N, 3, H, W)``, each cut about
+    its centre to the smallest height and width among them, stacked view after view:
+    ``(count * N, 3, h, w)`` (rows ``k * N`` to ``(k + 1) * N - 1`` are view ``k``)."""
+    drawn = [transform(rgb, generator) for _ in range(count)]
+    height, width = min(v.shape[-2] for v in drawn), min(v.shape[-1] for v in drawn)
+    cut = []
+    for view in drawn:
+        top, left = (view.shape[-2] - height) // 2, (view.shape[-1] - width) // 2
+        cut.append(view[..., top: top + height, left: left + width])
+    return torch.cat(cut)
+
+
+def _step(net, model, objective, image, transform, generator, adam, lr, views=1) -> None:
+    """One step of ``render``: forward the transformed views, then move the image's parameters
+    along the gradient of the objective's mean over the views."""
     rgb = image.rgb()
-    logits, acts = _forward(net, from_rgb(model, transform(rgb, generator)), objective)
-    value = objective(ForwardRecord(from_rgb(model, rgb), logits, acts))
+    logits, acts = _forward(net, from_rgb(model, transformed_views(transform, rgb, generator,
+                                                                   views)), objective)
+    n, image_in = rgb.shape[0], from_rgb(model, rgb)
+    value = sum(objective(ForwardRecord(
+        image_in, None if logits is None else logits[k * n: (k + 1) * n],
+        {layer: a[k * n: (k + 1) * n] for layer, a in acts.items()})) for k in range(views))
+    value = value / views
     grads = torch.autograd.grad(value.sum(), image.params)
     if adam is not None:
         for param, grad in zip(image.params, grads):
@@ -206,7 +232,7 @@ def _visualize(model: LessonModel, objective_for, targets: list, *, recipe: str,
     batch maximising ``objective_for(its targets) - penalty``. The start is drawn once for all
     images and every batch draws the same random transforms, so the result does not depend on
     ``batch_size`` up to float rounding (which Adam's first steps can amplify to about 1e-3): it
-    only bounds the memory (about 65 MB per 160 px image)."""
+    only bounds the memory (about 65 MB per 160 px image and view)."""
     check_int("batch_size", batch_size)
     check_int("size", size, low=16)
     parameterization, decorrelate, transforms = _recipe(recipe, parameterization, decorrelate,
@@ -240,7 +266,7 @@ def class_visualization(model: LessonModel, target: int | str | Sequence[int | s
                         decorrelate: bool | None = None,
                         transforms: Sequence[Transform] | None = None,
                         penalty: Objective | None = None, steps: int = 128, lr: float = 0.05,
-                        size: int = 224, seed: int = 0, batch_size: int = 4,
+                        size: int = 224, seed: int = 0, views: int = 1, batch_size: int = 4,
                         frames_every: int = 0, progress: bool = True):
     """An image the model scores as ``target``: ``argmax_I S_c(I) - penalty(I)``.
 
@@ -251,7 +277,10 @@ def class_visualization(model: LessonModel, target: int | str | Sequence[int | s
     subtract, e.g. ``0.01 * l2()``. Defaults with reasons: 224 px is the size the model was
     trained on; Adam 0.05 and 128 steps reach p = 1, and views the optimiser never drew keep a
     mean class probability of about 0.4 to 0.95 (naive ascent: under 0.2; see
-    ``held_out_probability`` and benchmarks/RESULTS.md).
+    ``held_out_probability`` and benchmarks/RESULTS.md). ``views=2`` averages each step over
+    two draws of the transforms (``render``): about 1.5 times the time and twice the memory, and
+    pictures that other networks recognise more often (``other_networks_probability``;
+    benchmarks/transfer.py).
     Returns ``(N, 3, size, size)`` in the model's input space; with ``frames_every``, also the
     list of intermediate images.
     """
@@ -260,7 +289,7 @@ def class_visualization(model: LessonModel, target: int | str | Sequence[int | s
     return _visualize(model, class_logit, [model.class_index(t) for t in targets],
                       recipe=recipe, parameterization=parameterization, decorrelate=decorrelate,
                       transforms=transforms, penalty=penalty, steps=steps, lr=lr, size=size,
-                      seed=seed, batch_size=batch_size, frames_every=frames_every,
+                      seed=seed, views=views, batch_size=batch_size, frames_every=frames_every,
                       progress=progress, desc="class visualisation")
 
 
@@ -269,7 +298,7 @@ def channel_visualization(model: LessonModel, layer: str, channel: int | Sequenc
                           decorrelate: bool | None = None,
                           transforms: Sequence[Transform] | None = None,
                           penalty: Objective | None = None, steps: int = 96, lr: float = 0.05,
-                          size: int = 128, seed: int = 0, batch_size: int = 8,
+                          size: int = 128, seed: int = 0, views: int = 1, batch_size: int = 8,
                           frames_every: int = 0, progress: bool = True):
     """An image that maximises the mean activation of ``channel`` at ``layer`` (one image per
     channel for a list, ``batch_size`` at a time). Same recipes as ``class_visualization``; the
@@ -282,7 +311,7 @@ def channel_visualization(model: LessonModel, layer: str, channel: int | Sequenc
     return _visualize(model, lambda batch: channel_mean(layer, batch), channels,
                       recipe=recipe, parameterization=parameterization, decorrelate=decorrelate,
                       transforms=transforms, penalty=penalty, steps=steps, lr=lr, size=size,
-                      seed=seed, batch_size=batch_size, frames_every=frames_every,
+                      seed=seed, views=views, batch_size=batch_size, frames_every=frames_every,
                       progress=progress, desc=f"{layer}{channels}")
 
 
