@@ -116,6 +116,6 @@ __all__ = [
     "store_class_pictures",
     "stored_class_pictures",
     "to_rgb",
-    "transformed_views",
     "total_variation",
+    "transformed_views",
 ]
