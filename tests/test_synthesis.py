@@ -64,7 +64,7 @@ UNSEEN = ["golden retriever", "lemon", "sports car"]
 HELD_OUT_MIN = 0.25  # every picture
 HELD_OUT_MEAN_MIN = 0.45  # the three pictures of one seed
 # The stored showcase pictures (fixed files, so only the judges' float rounding moves this): the
-# mean of Lite1 and Lite2 is 0.71 (monarch) to 0.99 (goldfish).
+# mean of Lite1 and Lite2 is 0.81 (espresso) to 0.99 (goldfish, tarantula).
 STORED_MIN = 0.5
 
 

@@ -278,7 +278,7 @@ def class_visualization(model: LessonModel, target: int | str | Sequence[int | s
     trained on; Adam 0.05 and 128 steps reach p = 1, and views the optimiser never drew keep a
     mean class probability of about 0.4 to 0.95 (naive ascent: under 0.2; see
     ``held_out_probability`` and benchmarks/RESULTS.md). ``views=2`` averages each step over
-    two draws of the transforms (``render``): about 1.5 times the time and twice the memory, and
+    two draws of the transforms (``render``): 1.5 to 2 times the time, twice the memory, and
     pictures to which other networks give the class a higher probability
     (``other_networks_probability``; benchmarks/transfer.py).
     Returns ``(N, 3, size, size)`` in the model's input space; with ``frames_every``, also the

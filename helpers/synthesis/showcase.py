@@ -25,7 +25,7 @@ __all__ = ["SHOWCASE", "SHOWCASE_CLASSES", "PICTURES_DIR", "store_class_pictures
 
 # The showcase recipe: class_visualization's robust default with more views per step and more
 # steps (benchmarks/transfer.py measures what each buys on classes lesson 07 does not show).
-SHOWCASE = {"views": 2, "steps": 256, "size": 224, "seed": 0}
+SHOWCASE = {"views": 2, "steps": 384, "size": 224, "seed": 0}
 SHOWCASE_CLASSES = ("goldfish", "tarantula", "monarch", "espresso")
 PICTURES_DIR = Path(__file__).resolve().parents[1] / "data" / "pictures"
 
