@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
-from .param import from_rgb, to_rgb
+from .param import from_rgb
 from .render import class_visualization
 
 __all__ = ["SHOWCASE", "SHOWCASE_CLASSES", "PICTURES_DIR", "store_class_pictures",
@@ -50,10 +50,11 @@ def store_class_pictures(model, target: int | str | Sequence[int | str] = SHOWCA
     recipe = dict(SHOWCASE if recipe is None else recipe)
     classes = _labels(model, target)
     images = class_visualization(model, classes, progress=progress, **recipe)
-    pixels = (to_rgb(model, images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    pixels = model.deprocess(images)
+    pixels = pixels.reshape(-1, *pixels.shape[-3:])  # (N, H, W, 3) uint8, also for one class
     Path(folder).mkdir(parents=True, exist_ok=True)
     paths = []
-    for label, picture in zip(classes, pixels.cpu().numpy()):
+    for label, picture in zip(classes, pixels):
         info = PngImagePlugin.PngInfo()
         info.add_text("recipe", json.dumps(recipe, sort_keys=True))
         info.add_text("class", label)
